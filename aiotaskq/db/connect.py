@@ -1,0 +1,136 @@
+"""Connections: the connection string taken from Django's settings, the pools, and the one
+place where driver errors become :class:`aiotaskq.errors.DatabaseError`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+from django.db import connections
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+from ..conf import get_settings
+from ..errors import ConfigurationError, DatabaseError
+
+__all__ = [
+    "close_enqueue_pools",
+    "conninfo",
+    "enqueue_pool",
+    "translate_errors",
+    "worker_pool",
+]
+
+logger = logging.getLogger(__name__)
+
+# Keys of Django's connection parameters that are Python objects, not libpq settings.
+_NOT_LIBPQ = {"cursor_factory", "context", "prepare_threshold", "pool", "server_side_binding"}
+
+
+def conninfo(alias: str | None = None) -> str:
+    """The libpq connection string of the Django database ``alias`` (default: the task table's).
+
+    Raises:
+        ConfigurationError: the alias is unknown or is not PostgreSQL.
+    """
+    alias = alias or get_settings().DATABASE
+    if alias not in connections.settings:
+        raise ConfigurationError(
+            f'AIOTASKQ["DATABASE"] is {alias!r}, which is not in settings.DATABASES.'
+        )
+    wrapper = connections[alias]
+    if wrapper.vendor != "postgresql":
+        raise ConfigurationError(
+            f"The database {alias!r} uses the {wrapper.vendor!r} backend; aiotaskq needs "
+            "PostgreSQL (django.db.backends.postgresql with psycopg 3)."
+        )
+    params: dict[str, Any] = {
+        k: v for k, v in wrapper.get_connection_params().items() if k not in _NOT_LIBPQ
+    }
+    params.setdefault("application_name", "aiotaskq")
+    return make_conninfo(**params)
+
+
+@contextlib.contextmanager
+def translate_errors(action: str) -> Iterator[None]:
+    """Re-raise driver errors as :class:`DatabaseError` naming ``action``."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise DatabaseError(f"{action} failed: {exc}".rstrip()) from exc
+
+
+async def _configure_worker_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    # Claims, heartbeats and acks need not wait for the WAL flush: under at-least-once a lost
+    # claim only puts the task back, and a lost ack leaves a running row that turns Dirty.
+    # Only a crash of PostgreSQL itself (not of the worker) can lose such a commit.
+    await conn.execute("SET synchronous_commit = off")
+
+
+def worker_pool(name: str) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+    """A closed pool for one worker's claims, acks and heartbeats; the caller opens it."""
+    return AsyncConnectionPool(
+        conninfo(),
+        min_size=1,
+        max_size=get_settings().WORKER_POOL_SIZE,
+        kwargs={"autocommit": True, "prepare_threshold": 0},
+        configure=_configure_worker_connection,
+        name=name,
+        open=False,
+        # A dead connection is found when a statement fails; the worker then retries with a
+        # fresh one from the pool. Checking each one on the way out would cost a round trip.
+        reconnect_timeout=float("inf"),
+    )
+
+
+# One pool per event loop: a pool's connections and locks belong to the loop that opened them.
+_enqueue_pools: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+] = weakref.WeakKeyDictionary()
+_opening: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def enqueue_pool() -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+    """The running loop's pool for async enqueue, opened on first use."""
+    loop = asyncio.get_running_loop()
+    pool = _enqueue_pools.get(loop)
+    if pool is not None:
+        return pool
+    lock = _opening.setdefault(loop, asyncio.Lock())
+    async with lock:
+        pool = _enqueue_pools.get(loop)
+        if pool is None:
+            pool = AsyncConnectionPool(
+                conninfo(),
+                min_size=1,
+                max_size=get_settings().ENQUEUE_POOL_SIZE,
+                kwargs={"autocommit": True},
+                name="aiotaskq-enqueue",
+                open=False,
+            )
+            with translate_errors("Opening the enqueue connection pool"):
+                await pool.open(wait=True, timeout=10)
+            _enqueue_pools[loop] = pool
+    return pool
+
+
+async def close_enqueue_pools() -> None:
+    """Close the running loop's enqueue pool (for example at ASGI shutdown or test teardown)."""
+    pool = _enqueue_pools.pop(asyncio.get_running_loop(), None)
+    if pool is not None:
+        await pool.close()
+
+
+@contextlib.asynccontextmanager
+async def connection() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A connection of the running loop's enqueue pool."""
+    pool = await enqueue_pool()
+    async with pool.connection() as conn:
+        yield conn

@@ -1,0 +1,71 @@
+"""The outcome of attempts, many at once: ``ack`` (success), ``fail``, ``release``, and the
+``heartbeat`` of everything still in flight. Each is lease-checked."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from .connect import translate_errors
+from .listen import channel_for
+from .sql import text
+
+__all__ = ["ack", "fail", "heartbeat", "release"]
+
+Lease = tuple[uuid.UUID, int]
+
+
+def _lease_params(leases: Sequence[Lease], worker_id: str) -> dict[str, Any]:
+    return {
+        "ids": [lease[0] for lease in leases],
+        "attempts": [lease[1] for lease in leases],
+        "worker_id": worker_id,
+    }
+
+
+async def ack(conn: psycopg.AsyncConnection[Any], leases: Sequence[Lease], worker_id: str) -> int:
+    """Delete the rows of succeeded attempts; return how many were still held."""
+    with translate_errors("Acknowledging tasks"):
+        cur = await conn.execute(text("ack"), _lease_params(leases, worker_id), prepare=True)
+        return cur.rowcount
+
+
+async def fail(
+    conn: psycopg.AsyncConnection[Any],
+    leases: Sequence[Lease],
+    errors: Sequence[str],
+    worker_id: str,
+) -> int:
+    """Mark attempts failed, appending each one's error (a JSON object) to the row."""
+    params = _lease_params(leases, worker_id)
+    params["errors"] = list(errors)
+    with translate_errors("Recording failed tasks"):
+        cur = await conn.execute(text("fail"), params, prepare=True)
+        return cur.rowcount
+
+
+async def release(
+    conn: psycopg.AsyncConnection[Any],
+    leases: Sequence[Lease],
+    queues: Sequence[str],
+    worker_id: str,
+) -> int:
+    """Put unfinished attempts back to queued and wake the other workers of ``queues``."""
+    params = _lease_params(leases, worker_id)
+    params["channels"] = sorted({channel_for(q) for q in queues})
+    with translate_errors("Releasing tasks"):
+        cur = await conn.execute(text("release"), params)
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def heartbeat(
+    conn: psycopg.AsyncConnection[Any], leases: Sequence[Lease], worker_id: str
+) -> set[uuid.UUID]:
+    """Refresh ``alive_at`` of the held tasks; return the ids still held by this worker."""
+    with translate_errors("Writing the heartbeat"):
+        cur = await conn.execute(text("heartbeat"), _lease_params(leases, worker_id), prepare=True)
+        return {row[0] for row in await cur.fetchall()}

@@ -1,0 +1,46 @@
+"""The worker's listening connection and the channel name of each queue."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .connect import conninfo, translate_errors
+from .sql import query
+
+__all__ = ["channel_for", "connect_listener"]
+
+_PREFIX = "aiotaskq:"
+_MAX_IDENTIFIER_BYTES = 63
+
+
+def channel_for(queue: str) -> str:
+    """The NOTIFY channel of ``queue``: ``aiotaskq:<queue>`` while that fits PostgreSQL's
+    63-byte identifiers, else a readable prefix and a hash, so two queues never share one."""
+    channel = _PREFIX + queue
+    if len(channel.encode()) <= _MAX_IDENTIFIER_BYTES:
+        return channel
+    digest = hashlib.sha256(queue.encode()).hexdigest()[:16]
+    return f"{_PREFIX}{queue[:30]}:{digest}"
+
+
+async def connect_listener(queues: list[str], dsn: str | None) -> psycopg.AsyncConnection[Any]:
+    """Open a session connection (never from a pool) and LISTEN on every queue's channel.
+
+    Raises:
+        DatabaseError: the connection or a LISTEN failed.
+    """
+    with translate_errors("Opening the listening connection"):
+        conn = await psycopg.AsyncConnection.connect(
+            dsn or conninfo(), autocommit=True, application_name="aiotaskq-listener"
+        )
+        try:
+            for queue in queues:
+                await conn.execute(query("listen").format(channel=sql.Identifier(channel_for(queue))))
+        except BaseException:
+            await conn.close()
+            raise
+    return conn

@@ -1,0 +1,153 @@
+-- Every statement aiotaskq runs at run time, in the order a task meets them.
+-- Blocks start with "-- name: NAME"; parameters are named (%(name)s); identifiers are
+-- filled in with psycopg.sql ({channel}). The models and migrations own the DDL.
+
+
+-- name: enqueue
+-- One statement for one task or many. The rows become visible, and the notifications are
+-- delivered, only when the caller's transaction commits; a rollback discards both. Times
+-- relative to now (countdown, expires in seconds) use the database clock, so every producer
+-- and worker agrees on them. PostgreSQL folds identical notifications of one transaction.
+WITH inserted AS (
+    INSERT INTO aiotaskq_task (id, name, queue, priority, args, kwargs, created_at, execute_at, expires_at)
+    SELECT t.id, t.name, t.queue, t.priority, t.args::jsonb, t.kwargs::jsonb,
+           statement_timestamp(),
+           COALESCE(t.eta, statement_timestamp() + make_interval(secs => t.countdown), statement_timestamp()),
+           COALESCE(t.expires_at, statement_timestamp() + make_interval(secs => t.expires_in))
+    FROM unnest(
+        %(ids)s::uuid[], %(names)s::text[], %(queues)s::text[], %(priorities)s::int[],
+        %(args)s::text[], %(kwargs)s::text[], %(etas)s::timestamptz[], %(countdowns)s::float8[],
+        %(expires_ats)s::timestamptz[], %(expires_ins)s::float8[]
+    ) AS t(id, name, queue, priority, args, kwargs, eta, countdown, expires_at, expires_in)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM inserted) AS inserted, count(pg_notify(c, ''))
+FROM unnest(%(channels)s::text[]) AS c;
+
+
+-- name: listen
+-- On the worker's dedicated session connection (never pooled): one per queue channel.
+LISTEN {channel};
+
+
+-- name: ping
+-- The listener's health check after a quiet spell: a dead connection fails here.
+SELECT 1;
+
+
+-- name: claim
+-- Take up to %(limit)s due tasks. The inner SELECT runs once per queue (LATERAL), so each
+-- walks the partial index aiotaskq_task_due in (priority DESC, execute_at) order and stops
+-- after the batch; FOR UPDATE SKIP LOCKED lets any number of workers claim side by side
+-- without waiting on each other or taking a row twice. Expired tasks are deleted, not run,
+-- in the same statement. The claim writes the lease (worker_id, attempt): every later write
+-- of this worker checks it.
+WITH due AS (
+    SELECT d.id, d.expires_at
+    FROM unnest(%(queues)s::text[]) AS q(queue)
+    CROSS JOIN LATERAL (
+        SELECT t.id, t.expires_at, t.priority, t.execute_at
+        FROM aiotaskq_task t
+        WHERE t.state = 'queued' AND t.queue = q.queue AND t.execute_at <= now()
+        ORDER BY t.priority DESC, t.execute_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS d
+    ORDER BY d.priority DESC, d.execute_at
+    LIMIT %(limit)s
+),
+expired AS (
+    DELETE FROM aiotaskq_task t
+    USING due
+    WHERE t.id = due.id AND due.expires_at <= now()
+    RETURNING t.id, t.name, t.queue
+),
+claimed AS (
+    UPDATE aiotaskq_task t
+    SET state = 'running', attempt = t.attempt + 1, worker_id = %(worker_id)s,
+        started_at = now(), alive_at = now()
+    FROM due
+    WHERE t.id = due.id AND (due.expires_at IS NULL OR due.expires_at > now())
+    RETURNING t.id, t.name, t.queue, t.args::text AS args, t.kwargs::text AS kwargs, t.attempt
+)
+SELECT id, name, queue, args, kwargs, attempt, false AS expired FROM claimed
+UNION ALL
+SELECT id, name, queue, NULL, NULL, NULL, true FROM expired;
+
+
+-- name: next_eta
+-- In how many seconds (by the database clock, so the worker's own clock does not matter)
+-- the next queued task of these queues becomes due; the fetcher sleeps until then.
+-- Reads only; one short walk of aiotaskq_task_eta per queue.
+SELECT extract(epoch FROM min(n.execute_at) - clock_timestamp())::float8 AS due_in
+FROM unnest(%(queues)s::text[]) AS q(queue)
+CROSS JOIN LATERAL (
+    SELECT t.execute_at FROM aiotaskq_task t
+    WHERE t.state = 'queued' AND t.queue = q.queue AND t.execute_at > now()
+    ORDER BY t.execute_at
+    LIMIT 1
+) AS n;
+
+
+-- name: heartbeat
+-- One statement a beat for all of a worker's in-flight tasks. alive_at is in no index, so
+-- this is a HOT update. The lease check skips rows the worker no longer owns; the ids that
+-- come back are the tasks it still holds.
+UPDATE aiotaskq_task t
+SET alive_at = now()
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS l(id, attempt)
+WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
+  AND t.state = 'running'
+RETURNING t.id;
+
+
+-- name: ack
+-- Successful tasks, many at once: the row is deleted. The lease check makes a late ack of
+-- a worker that lost the task (frozen, cut off, or the task re-run meanwhile) change nothing.
+DELETE FROM aiotaskq_task t
+USING unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS l(id, attempt)
+WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
+  AND t.state = 'running';
+
+
+-- name: fail
+-- Failed tasks, many at once: kept with the attempt's error appended, for inspection and
+-- re-run. Lease-checked like ack.
+UPDATE aiotaskq_task t
+SET state = 'failed', finished_at = now(), alive_at = now(),
+    errors = t.errors || jsonb_build_array(l.error::jsonb)
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(errors)s::text[]) AS l(id, attempt, error)
+WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
+  AND t.state = 'running';
+
+
+-- name: release
+-- A graceful stop gives back what it could not finish: queued again at once (the attempt
+-- stays counted, no error is recorded), and the other workers are woken at commit.
+WITH released AS (
+    UPDATE aiotaskq_task t
+    SET state = 'queued', worker_id = NULL, started_at = NULL, alive_at = NULL
+    FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS l(id, attempt)
+    WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
+      AND t.state = 'running'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM released) AS released, count(pg_notify(c, ''))
+FROM unnest(%(channels)s::text[]) AS c;
+
+
+-- name: status
+-- The admin's groups, per queue: Pending (due), Future, Active, Dirty, Failed. Reads only.
+SELECT queue,
+       count(*) FILTER (WHERE state = 'queued' AND execute_at <= now()) AS pending,
+       count(*) FILTER (WHERE state = 'queued' AND execute_at > now()) AS future,
+       count(*) FILTER (WHERE state = 'running'
+                          AND alive_at >= now() - make_interval(secs => %(dirty_after)s)) AS active,
+       count(*) FILTER (WHERE state = 'running'
+                          AND alive_at < now() - make_interval(secs => %(dirty_after)s)) AS dirty,
+       count(*) FILTER (WHERE state = 'failed') AS failed,
+       extract(epoch FROM now() - min(execute_at) FILTER (
+           WHERE state = 'queued' AND execute_at <= now()))::float8 AS oldest_pending_age_s
+FROM aiotaskq_task
+GROUP BY queue
+ORDER BY queue;

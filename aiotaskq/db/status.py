@@ -1,0 +1,38 @@
+"""Counts per queue for ``aiotaskq status`` (the admin's groups)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from .connect import conninfo, translate_errors
+from .sql import text
+
+__all__ = ["QueueStatus", "queue_status"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueStatus:
+    queue: str
+    pending: int
+    future: int
+    active: int
+    dirty: int
+    failed: int
+    oldest_pending_age_s: float | None
+
+
+async def queue_status(dirty_after: float) -> list[QueueStatus]:
+    """One :class:`QueueStatus` per queue that has any row."""
+    with translate_errors("Reading the queue status"):
+        async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+            cur = await conn.execute(text("status"), {"dirty_after": dirty_after})
+            rows = await cur.fetchall()
+    return [
+        QueueStatus(
+            queue=r[0], pending=r[1], future=r[2], active=r[3], dirty=r[4], failed=r[5],
+            oldest_pending_age_s=r[6],
+        )
+        for r in rows
+    ]

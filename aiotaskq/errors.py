@@ -1,0 +1,50 @@
+"""Every exception aiotaskq raises derives from :class:`AiotaskqError`.
+
+Bad input is refused at enqueue time, before anything is written, with an exception that is
+also the matching built-in (``ValueError`` or ``TypeError``) so that existing ``except``
+clauses keep working. Configuration problems are also ``ImproperlyConfigured``.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class AiotaskqError(Exception):
+    """The base of every aiotaskq exception."""
+
+
+class ConfigurationError(AiotaskqError, ImproperlyConfigured):
+    """The ``AIOTASKQ`` settings or the database configuration are not usable."""
+
+
+class EnqueueError(AiotaskqError):
+    """A task could not be enqueued because of its input; nothing was written."""
+
+
+class ArgumentsNotSerializable(EnqueueError, TypeError):
+    """A task argument cannot be encoded as JSON."""
+
+
+class ArgumentsTooLarge(EnqueueError, ValueError):
+    """The encoded arguments are larger than ``AIOTASKQ["MAX_ARGUMENTS_BYTES"]``."""
+
+
+class InvalidQueueName(EnqueueError, ValueError):
+    """A queue name is empty, longer than 63 bytes, or not made of ``[A-Za-z0-9_.-]``."""
+
+
+class InvalidSchedule(EnqueueError, ValueError):
+    """``countdown`` together with ``eta``, a naive ``eta`` under ``USE_TZ``, or a bad value."""
+
+
+class InvalidPriority(EnqueueError, TypeError, ValueError):
+    """A priority that is not an ``int`` (a ``TypeError``) or is out of range (a ``ValueError``)."""
+
+
+class TaskNotRegistered(AiotaskqError, LookupError):
+    """A task name that no ``@task`` in this process has registered."""
+
+
+class DatabaseError(AiotaskqError):
+    """A database operation failed; the driver's exception is the ``__cause__``."""

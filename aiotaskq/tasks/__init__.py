@@ -1,0 +1,18 @@
+"""Tasks: the decorator, signatures, the registry, and the one enqueue path."""
+
+from .enqueue import aenqueue_many, enqueue_many
+from .registry import get_task, registered
+from .result import AsyncResult
+from .task import Signature, Task, shared_task, task
+
+__all__ = [
+    "AsyncResult",
+    "Signature",
+    "Task",
+    "aenqueue_many",
+    "enqueue_many",
+    "get_task",
+    "registered",
+    "shared_task",
+    "task",
+]

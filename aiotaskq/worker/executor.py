@@ -1,0 +1,201 @@
+"""Running claimed tasks: coroutines on the loop, plain functions in a bounded thread pool,
+under one concurrency limit. Each outcome goes to the reporter."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+import json
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
+from ..db.claim import Claimed
+from ..serialization import decode_arguments
+from ..tasks.registry import get_task
+from .reporter import Reporter
+
+__all__ = ["Executor", "Job"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """A claimed attempt while this worker runs it."""
+
+    id: uuid.UUID
+    name: str
+    queue: str
+    attempt: int
+    started: float = field(default_factory=time.monotonic)
+    is_sync: bool = False
+    handle: asyncio.Task[None] | None = None
+    #: Cancelled by a graceful stop before it finished: its row is to be released.
+    released: bool = False
+
+    @property
+    def lease(self) -> tuple[uuid.UUID, int]:
+        return self.id, self.attempt
+
+
+def _call_sync(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    # In the pool thread: the same connection hygiene as a Django request.
+    close_old_connections()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        close_old_connections()
+
+
+def error_record(job: Job, exc: BaseException, worker_id: str, reason: str | None = None) -> str:
+    """The JSON kept in the row's ``errors`` for a failed attempt."""
+    return json.dumps(
+        {
+            "attempt": job.attempt,
+            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "message": reason or str(exc),
+            "traceback": "".join(traceback.format_exception(exc)),
+            "worker_id": worker_id,
+            "at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+    )
+
+
+class Executor:
+    """Starts jobs and tracks them until their outcome is handed to the reporter."""
+
+    def __init__(
+        self, concurrency: int, threads: int, reporter: Reporter, worker_id: str
+    ) -> None:
+        self.capacity = concurrency
+        self.jobs: dict[uuid.UUID, Job] = {}
+        self._reporter = reporter
+        self._worker_id = worker_id
+        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="aiotaskq")
+        self._slot_freed = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        # Set when the jobs still running are being given back: their cancellation is then
+        # not a failure, and their rows are released instead.
+        self.releasing = False
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self.jobs)
+
+    async def wait_for_slots(self, at_least: int) -> None:
+        """Return once ``at_least`` slots are free (or all are)."""
+        need = min(at_least, self.capacity)
+        while self.free < need:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+    def start(self, rows: list[Claimed]) -> None:
+        """Start a job for each claimed row (expired rows are only logged)."""
+        loop = asyncio.get_running_loop()
+        for row in rows:
+            if row.expired:
+                logger.info(
+                    "task.expired: %s [%s] dropped unrun",
+                    row.name, row.id, extra={"task_id": str(row.id), "task_name": row.name,
+                                             "queue": row.queue},
+                )
+                continue
+            job = Job(id=row.id, name=row.name, queue=row.queue, attempt=row.attempt or 1)
+            self.jobs[job.id] = job
+            self._empty.clear()
+            job.handle = loop.create_task(self._run(job, row.args or "[]", row.kwargs or "{}"))
+
+    async def _run(self, job: Job, args_json: str, kwargs_json: str) -> None:
+        fn: Callable[..., Any] | None = None
+        try:
+            task = get_task(job.name)
+            fn = task.fn
+            args, kwargs = decode_arguments(args_json, kwargs_json)
+            if task.is_async:
+                await fn(*args, **kwargs)
+            else:
+                job.is_sync = True
+                await sync_to_async(_call_sync, thread_sensitive=False, executor=self._threads)(
+                    fn, args, kwargs
+                )
+        except asyncio.CancelledError:
+            if not self.releasing:
+                raise
+            # Given back by a graceful stop: the lifecycle releases the row. (A sync task's
+            # thread cannot be interrupted: it runs on, and its late outcome is discarded.)
+            job.released = True
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            self._reporter.fail(job.lease, error_record(job, exc, self._worker_id,
+                                                        _reason(fn, exc, args_json, kwargs_json)))
+            logger.warning(
+                "task.failed: %s [%s] attempt %d: %s: %s",
+                job.name, job.id, job.attempt, type(exc).__name__, exc,
+                extra=self._extra(job),
+            )
+        else:
+            self._reporter.ack(job.lease)
+        finally:
+            self._finished(job)
+
+    def _finished(self, job: Job) -> None:
+        if self.jobs.pop(job.id, None) is not None:
+            self._slot_freed.set()
+            if not self.jobs:
+                self._empty.set()
+
+    def _extra(self, job: Job) -> dict[str, Any]:
+        return {"task_id": str(job.id), "task_name": job.name, "queue": job.queue,
+                "worker_id": self._worker_id, "attempt": job.attempt}
+
+    async def give_back(self, timeout: float) -> list[Job]:
+        """Cancel the coroutine jobs still running and wait (up to ``timeout``) for them to
+        stop. Return the jobs whose rows must be released: the cancelled ones, and the sync
+        ones still running in their thread (which cannot be interrupted)."""
+        self.releasing = True
+        running = list(self.jobs.values())
+        handles = [j.handle for j in running if j.handle is not None]
+        for handle in handles:
+            handle.cancel()
+        if handles:
+            await asyncio.wait(handles, timeout=timeout)
+        # A job that finished before its cancellation landed has reported its outcome itself;
+        # one that ignores cancellation past the timeout is released all the same.
+        return [j for j in running if j.released or j.handle is None or not j.handle.done()]
+
+    def shutdown_threads(self) -> None:
+        """Stop the thread pool without waiting for threads still running a task."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _reason(
+    fn: Callable[..., Any] | None, exc: BaseException, args_json: str, kwargs_json: str
+) -> str | None:
+    """A clearer message for the two failures that are not the task's own."""
+    if fn is None:
+        return str(exc)
+    if isinstance(exc, TypeError):
+        try:
+            args, kwargs = decode_arguments(args_json, kwargs_json)
+            inspect.signature(fn).bind(*args, **kwargs)
+        except TypeError as bind_error:
+            return (
+                f"The stored arguments no longer fit the task's signature: {bind_error}. "
+                "Fix the row's arguments and run it again, or delete it."
+            )
+        except ValueError:
+            return None
+    return None

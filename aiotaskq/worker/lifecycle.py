@@ -1,0 +1,217 @@
+"""The worker's life: start its parts, run until told to stop, then drain and give back."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from django.utils.module_loading import autodiscover_modules
+
+from ..conf import get_settings
+from ..db import finish
+from ..db.connect import translate_errors, worker_pool
+from ..errors import ConfigurationError, DatabaseError
+from ..tasks.enqueue import validate_queue
+from .events import first_of
+from .executor import Executor
+from .fetcher import Fetcher
+from .heartbeat import Heartbeat
+from .listener import Listener
+from .reporter import Reporter
+
+__all__ = ["ConnectionBudget", "Worker", "WorkerConfig"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerConfig:
+    """How one worker runs. Defaults match ``aiotaskq run`` without options."""
+
+    queues: tuple[str, ...] = ()  # empty: AIOTASKQ["DEFAULT_QUEUE"]
+    concurrency: int = 100
+    threads: int = 8
+    grace: float = 30.0
+    #: Drain what is due, then return (for tests and one-off runs).
+    burst: bool = False
+    worker_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}.")
+        if not isinstance(self.grace, int | float) or self.grace < 0:
+            raise ConfigurationError(f"grace must be a number of seconds >= 0, got {self.grace!r}.")
+        for queue in self.queues:
+            validate_queue(queue)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionBudget:
+    """The most PostgreSQL connections one worker opens."""
+
+    listener: int
+    pool: int
+    threads: int
+
+    @property
+    def total(self) -> int:
+        return self.listener + self.pool + self.threads
+
+    def __str__(self) -> str:
+        return (
+            f"{self.total} connections at most ({self.listener} listener + {self.pool} pool "
+            f"+ {self.threads} for sync tasks' Django connections)"
+        )
+
+
+class Worker:
+    """An asyncio worker. The constructor does no I/O; :meth:`run` does the work.
+
+    ``run`` returns after :meth:`stop` (a graceful stop: claiming ends, in-flight tasks get
+    ``grace`` seconds to finish, then coroutine tasks are cancelled and every unfinished row
+    is put back to queued) or, with ``burst``, when nothing is due and nothing runs.
+    Calling :meth:`stop` a second time skips what is left of the grace period.
+    """
+
+    def __init__(self, config: WorkerConfig | None = None) -> None:
+        self.config = config or WorkerConfig()
+        settings = get_settings()
+        self.id = self.config.worker_id
+        self.queues: list[str] = list(self.config.queues) or [settings.DEFAULT_QUEUE]
+        self.budget = ConnectionBudget(
+            listener=1 if settings.LISTEN else 0,
+            pool=settings.WORKER_POOL_SIZE,
+            threads=self.config.threads,
+        )
+        self._stopping: asyncio.Event | None = None
+        self._forced: asyncio.Event | None = None
+        self._stop_requests = 0
+        #: Set once the worker is claiming (its listener, if any, is listening).
+        self.ready: asyncio.Event | None = None
+        self.listener: Listener | None = None
+        self.executor: Executor | None = None
+
+    def stop(self) -> None:
+        """Ask for a graceful stop; a second call skips the rest of the grace period.
+
+        Safe to call from a signal handler installed with ``loop.add_signal_handler``.
+        """
+        self._stop_requests += 1
+        if self._stopping is None or self._forced is None:
+            return
+        if self._stop_requests == 1:
+            logger.info("worker.stopping: no more claims; waiting for in-flight tasks",
+                        extra={"worker_id": self.id})
+            self._stopping.set()
+        else:
+            logger.warning("worker.stopping_now: second stop request, giving tasks back now",
+                           extra={"worker_id": self.id})
+            self._stopping.set()
+            self._forced.set()
+
+    def import_tasks(self) -> None:
+        """Import every installed app's ``tasks`` module and ``AIOTASKQ["IMPORTS"]``."""
+        settings = get_settings()
+        if settings.AUTODISCOVER:
+            autodiscover_modules("tasks")
+        for module in settings.IMPORTS:
+            importlib.import_module(module)
+
+    async def run(self) -> None:
+        """Run until stopped; see the class docstring.
+
+        Raises:
+            DatabaseError: the database cannot be reached at start. (Once running, the
+                worker rides out outages by itself.)
+        """
+        self._stopping = asyncio.Event()
+        self._forced = asyncio.Event()
+        self.ready = asyncio.Event()
+        if self._stop_requests:
+            self._stopping.set()
+        settings = get_settings()
+        self.import_tasks()
+        pool = worker_pool(name=f"aiotaskq-worker-{self.id}")
+        with translate_errors("Connecting the worker to the database"):
+            await pool.open(wait=True, timeout=30)
+        wake = asyncio.Event()
+        reporter = Reporter(pool, self.id)
+        executor = Executor(self.config.concurrency, self.config.threads, reporter, self.id)
+        self.executor = executor
+        heartbeat = Heartbeat(pool, executor, reporter, self.id, settings.HEARTBEAT_INTERVAL)
+        fetcher = Fetcher(
+            pool, executor, queues=self.queues, worker_id=self.id, wake=wake,
+            stopping=self._stopping, poll_interval=settings.POLL_INTERVAL,
+            batch=settings.CLAIM_BATCH, burst=self.config.burst,
+        )
+        background: list[asyncio.Task[None]] = []
+        try:
+            background.append(asyncio.create_task(reporter.run(), name="aiotaskq-reporter"))
+            background.append(asyncio.create_task(heartbeat.run(), name="aiotaskq-heartbeat"))
+            if settings.LISTEN and not self.config.burst:
+                self.listener = Listener(self.queues, settings.LISTEN_DSN, wake,
+                                         quiet_check=settings.POLL_INTERVAL)
+                background.append(asyncio.create_task(self.listener.run(),
+                                                      name="aiotaskq-listener"))
+                await first_of(self.listener.connected.wait(), self._stopping.wait(), timeout=10)
+            logger.info(
+                "worker.started: %s on queues %s, concurrency %d, threads %d; %s",
+                self.id, ",".join(self.queues), self.config.concurrency, self.config.threads,
+                self.budget, extra={"worker_id": self.id, "queues": self.queues},
+            )
+            self.ready.set()
+            await fetcher.run()
+            await self._drain(executor, reporter, pool)
+        finally:
+            for bg in background:
+                bg.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            executor.shutdown_threads()
+            await pool.close(timeout=5)
+            logger.info("worker.stopped: %s", self.id, extra={"worker_id": self.id})
+
+    async def _drain(self, executor: Executor, reporter: Reporter, pool: Any) -> None:
+        assert self._forced is not None
+        if executor.jobs:
+            logger.info("worker.draining: %d tasks in flight, grace %.0f s",
+                        len(executor.jobs), self.config.grace, extra={"worker_id": self.id})
+            await first_of(executor.wait_empty(), self._forced.wait(), timeout=self.config.grace)
+        left = await executor.give_back(timeout=5.0)
+        await _flush(reporter)
+        if left:
+            leases = [job.lease for job in left]
+            try:
+                async with pool.connection() as conn:
+                    count = await finish.release(conn, leases, self.queues, self.id)
+            except (DatabaseError, psycopg.Error, OSError) as exc:
+                logger.error(
+                    "worker.release_failed: %s; %d tasks stay running and will turn Dirty",
+                    exc, len(leases), extra={"worker_id": self.id},
+                )
+                return
+            logger.warning(
+                "worker.released: %d unfinished tasks put back to queued (%s)",
+                count, ", ".join(sorted({job.name for job in left})),
+                extra={"worker_id": self.id},
+            )
+
+
+async def _flush(reporter: Reporter) -> None:
+    for _ in range(3):
+        try:
+            await reporter.flush()
+            return
+        except DatabaseError as exc:
+            logger.warning("worker.flush_failed: %s", exc)
+            await asyncio.sleep(0.5)

@@ -1,0 +1,104 @@
+"""Outcomes of attempts, written in batches: one ``ack`` statement for many successes and one
+``fail`` statement for many failures, flushed within milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from ..db import finish
+from ..errors import DatabaseError
+
+__all__ = ["Reporter"]
+
+logger = logging.getLogger(__name__)
+
+Lease = finish.Lease
+_BACKOFF_MAX = 10.0
+
+
+class Reporter:
+    """Collects outcomes and writes them. Outcomes that cannot be written (the database is
+    away) are kept and written when it is back; the lease check discards the ones whose task
+    was rescued meanwhile."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]],
+        worker_id: str,
+        flush_delay: float = 0.002,
+    ) -> None:
+        self._pool = pool
+        self._worker_id = worker_id
+        self._flush_delay = flush_delay
+        self._acks: list[Lease] = []
+        self._fails: list[tuple[Lease, str]] = []
+        self._pending = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def ack(self, lease: Lease) -> None:
+        self._acks.append(lease)
+        self._pending.set()
+        self._idle.clear()
+
+    def fail(self, lease: Lease, error: str) -> None:
+        self._fails.append((lease, error))
+        self._pending.set()
+        self._idle.clear()
+
+    def unwritten(self) -> list[Lease]:
+        """Leases whose outcome is not written yet (the heartbeat keeps them alive)."""
+        return self._acks + [lease for lease, _ in self._fails]
+
+    async def wait_idle(self) -> None:
+        """Return once every outcome handed in so far is written."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        """Flush until cancelled; a failed flush keeps its outcomes and is retried."""
+        backoff = 0.1
+        while True:
+            await self._pending.wait()
+            # Let the outcomes of tasks finishing in the same moment join this batch.
+            await asyncio.sleep(self._flush_delay)
+            try:
+                await self.flush()
+                backoff = 0.1
+            except DatabaseError as exc:
+                logger.warning(
+                    "reporter.flush_failed: %s; %d outcomes kept, retrying in %.1f s",
+                    exc, len(self._acks) + len(self._fails), backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def flush(self) -> None:
+        """Write everything collected so far in at most two statements."""
+        acks, fails = self._acks, self._fails
+        self._acks, self._fails = [], []
+        self._pending.clear()
+        try:
+            async with self._pool.connection() as conn:
+                if acks:
+                    await finish.ack(conn, acks, self._worker_id)
+                    acks = []
+                if fails:
+                    await finish.fail(
+                        conn, [f[0] for f in fails], [f[1] for f in fails], self._worker_id
+                    )
+                    fails = []
+        except (DatabaseError, psycopg.Error, OSError) as exc:
+            # Put back what was not written, ahead of what arrived meanwhile.
+            self._acks[:0] = acks
+            self._fails[:0] = fails
+            self._pending.set()
+            if isinstance(exc, DatabaseError):
+                raise
+            raise DatabaseError(f"Writing outcomes failed: {exc}") from exc
+        if not self._acks and not self._fails:
+            self._idle.set()

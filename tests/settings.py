@@ -1,0 +1,33 @@
+"""Settings of the test suite. The database comes from the environment (see conftest.py)."""
+
+import os
+
+SECRET_KEY = "tests-only"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ.get("AIOTASKQ_TEST_DATABASE", "aiotaskq_test"),
+        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+        "PORT": os.environ.get("PGPORT", "5432"),
+        "USER": os.environ.get("PGUSER", ""),
+        "PASSWORD": os.environ.get("PGPASSWORD", ""),
+    }
+}
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "aiotaskq",
+    "tests.app",
+]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AIOTASKQ = {
+    # Short enough that a lost notification shows within a test, long enough that a test
+    # asserting a wake-up by NOTIFY or by ETA would fail if it only ran at the poll.
+    "POLL_INTERVAL": float(os.environ.get("AIOTASKQ_TEST_POLL", "5")),
+    "DIRTY_AFTER": 3.0,
+    "HEARTBEAT_INTERVAL": 0.5,
+}
+LOGGING_CONFIG = None
