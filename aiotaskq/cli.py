@@ -25,29 +25,52 @@ def add_commands(parser: argparse.ArgumentParser, *, settings_option: bool = Tru
     ``--settings``, so it passes ``settings_option=False``."""
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,status}")
     run = sub.add_parser("run", help="run a worker until SIGTERM/SIGINT")
-    run.add_argument("--concurrency", type=_positive, default=100,
-                     help="tasks run at once (coroutines and threads together; default 100)")
-    run.add_argument("--threads", type=_positive, default=8,
-                     help="threads for plain-function tasks (default 8)")
-    run.add_argument("--queues", type=_queues, default=None,
-                     help='comma-separated queues (default AIOTASKQ["DEFAULT_QUEUE"])')
-    run.add_argument("--grace", type=float, default=30.0,
-                     help="seconds in-flight tasks get to finish on SIGTERM (default 30)")
-    run.add_argument("--burst", action="store_true",
-                     help="run what is due, then exit")
+    run.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=100,
+        help="tasks run at once (coroutines and threads together; default 100)",
+    )
+    run.add_argument(
+        "--threads", type=_positive, default=8, help="threads for plain-function tasks (default 8)"
+    )
+    run.add_argument(
+        "--queues",
+        type=_queues,
+        default=None,
+        help='comma-separated queues (default AIOTASKQ["DEFAULT_QUEUE"])',
+    )
+    run.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds in-flight tasks get to finish on SIGTERM (default 30)",
+    )
+    run.add_argument("--burst", action="store_true", help="run what is due, then exit")
     _add_common(run, settings_option)
-    status = sub.add_parser("status", help="counts of pending, future, active, dirty and "
-                                           "failed tasks per queue")
+    status = sub.add_parser(
+        "status", help="counts of pending, future, active, dirty and failed tasks per queue"
+    )
     status.add_argument("--json", action="store_true", help="print JSON")
     _add_common(status, settings_option)
 
 
 def _add_common(parser: argparse.ArgumentParser, settings_option: bool) -> None:
     if settings_option:
-        parser.add_argument("--settings", help="the Django settings module "
-                                               "(default: $DJANGO_SETTINGS_MODULE)")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+        parser.add_argument(
+            "--settings", help="the Django settings module (default: $DJANGO_SETTINGS_MODULE)"
+        )
+    else:
+        # manage.py reads these itself before the command runs; accept them after the
+        # sub-command too, without overriding what it parsed.
+        for option in ("--settings", "--pythonpath"):
+            parser.add_argument(option, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default INFO",
+    )
 
 
 def _positive(value: str) -> int:
@@ -85,10 +108,15 @@ def _run(options: argparse.Namespace) -> int:
     from .worker import Worker, WorkerConfig
     from .worker.shutdown import install_signal_handlers
 
-    worker = Worker(WorkerConfig(
-        queues=tuple(options.queues or ()), concurrency=options.concurrency,
-        threads=options.threads, grace=options.grace, burst=options.burst,
-    ))
+    worker = Worker(
+        WorkerConfig(
+            queues=tuple(options.queues or ()),
+            concurrency=options.concurrency,
+            threads=options.threads,
+            grace=options.grace,
+            burst=options.burst,
+        )
+    )
     print(
         f"aiotaskq worker {worker.id}\n"
         f"  queues:      {', '.join(worker.queues)}\n"
@@ -107,7 +135,8 @@ def _run(options: argparse.Namespace) -> int:
         # A sync task ran past the grace period; its row was given back. Python would wait
         # for its thread at exit, so leave without waiting.
         logging.getLogger(__name__).warning(
-            "worker.exit: sync tasks still running in their threads are abandoned")
+            "worker.exit: sync tasks still running in their threads are abandoned"
+        )
         logging.shutdown()
         sys.stdout.flush()
         os._exit(0)
@@ -120,22 +149,46 @@ def _status(options: argparse.Namespace) -> int:
 
     rows = _asyncio_run(queue_status(get_settings().DIRTY_AFTER))
     if options.json:
-        print(json.dumps({"queues": {
-            r.queue: {"pending": r.pending, "future": r.future, "active": r.active,
-                      "dirty": r.dirty, "failed": r.failed,
-                      "oldest_pending_age_s": r.oldest_pending_age_s}
-            for r in rows}}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "queues": {
+                        r.queue: {
+                            "pending": r.pending,
+                            "future": r.future,
+                            "active": r.active,
+                            "dirty": r.dirty,
+                            "failed": r.failed,
+                            "oldest_pending_age_s": r.oldest_pending_age_s,
+                        }
+                        for r in rows
+                    }
+                },
+                indent=2,
+            )
+        )
         return 0
     header = ("queue", "pending", "future", "active", "dirty", "failed", "oldest pending")
     table = [header] + [
-        (r.queue, str(r.pending), str(r.future), str(r.active), str(r.dirty), str(r.failed),
-         "-" if r.oldest_pending_age_s is None else f"{r.oldest_pending_age_s:.1f} s")
+        (
+            r.queue,
+            str(r.pending),
+            str(r.future),
+            str(r.active),
+            str(r.dirty),
+            str(r.failed),
+            "-" if r.oldest_pending_age_s is None else f"{r.oldest_pending_age_s:.1f} s",
+        )
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
-        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
     if not rows:
         print("(no tasks)")
     return 0

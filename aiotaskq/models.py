@@ -30,9 +30,13 @@ class Task(models.Model):
     kwargs = models.JSONField(db_default=models.Value({}, models.JSONField()))
     created_at = models.DateTimeField(db_default=Now())
     execute_at = models.DateTimeField(db_default=Now(), help_text="Not run before this time.")
-    expires_at = models.DateTimeField(null=True, blank=True, help_text="Dropped if not started by then.")
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Dropped if not started by then."
+    )
     attempt = models.IntegerField(db_default=0, help_text="Attempts started so far.")
-    worker_id = models.CharField(max_length=255, null=True, blank=True, help_text="The lease holder.")
+    worker_id = models.CharField(
+        max_length=255, null=True, blank=True, help_text="The lease holder."
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     alive_at = models.DateTimeField(null=True, blank=True, help_text="The last heartbeat.")
     finished_at = models.DateTimeField(null=True, blank=True)

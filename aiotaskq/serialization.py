@@ -13,11 +13,11 @@ one-key object and come back as the same type and value:
 ``decimal.Decimal``       ``{"$decimal": "1.10"}`` (exact, trailing zeros kept)
 ========================  =====================================
 
-A ``dict`` of the caller's whose only key starts with ``$`` is escaped as ``{"$dict": [[key, value]]}``
-so it is never mistaken for one of the above. Other values that Django's JSON encoder knows
-(lazy translation strings, for instance) are encoded as Django encodes them and arrive as
-plain strings. Anything else is refused at enqueue time. Nothing is ever pickled: a row must
-never be a way to run code.
+A ``dict`` of the caller's whose only key starts with ``$`` is escaped as
+``{"$dict": [[key, value]]}`` so it is never mistaken for one of the above. Other values that
+Django's JSON encoder knows (lazy translation strings, for instance) are encoded as Django
+encodes them and arrive as plain strings. Anything else is refused at enqueue time. Nothing
+is ever pickled: a row must never be a way to run code.
 """
 
 from __future__ import annotations

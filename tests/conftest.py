@@ -128,9 +128,11 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aiotaskq.cli", "run", "--settings", "tests.settings",
-             *args],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "aiotaskq.cli", "run", "--settings", "tests.settings", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     @property
@@ -167,8 +169,9 @@ def worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     the end of the test if still running."""
     started: list[WorkerProcess] = []
 
-    def start(*args: str, poll: float | None = None, wait: bool = True,
-              env: dict[str, str] | None = None) -> WorkerProcess:
+    def start(
+        *args: str, poll: float | None = None, wait: bool = True, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = str(ROOT)
         if poll is not None:

@@ -65,8 +65,15 @@ def test_arguments_round_trip_types(worker: Any) -> None:
     when = dt.datetime(2026, 11, 22, 18, 46, 1, 123456, tzinfo=dt.UTC)
     ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
     tasks.types.delay(
-        "types", when, dt.date(2026, 1, 2), dt.time(3, 4, 5, 6), dt.timedelta(seconds=1.5),
-        ident, decimal.Decimal("1.10"), (1, 2), {"$uuid": "not a uuid"},
+        "types",
+        when,
+        dt.date(2026, 1, 2),
+        dt.time(3, 4, 5, 6),
+        dt.timedelta(seconds=1.5),
+        ident,
+        decimal.Decimal("1.10"),
+        (1, 2),
+        {"$uuid": "not a uuid"},
         nested={"at": when, "amounts": [decimal.Decimal("0.1")]},
     )
     (row,) = wait_for(lambda: executions("types"))
@@ -85,7 +92,7 @@ def test_arguments_round_trip_types(worker: Any) -> None:
 
 async def test_plain_call_calls_the_function(db: Any) -> None:
     assert await tasks.noop() is None
-    tasks.record_sync.fn  # the undecorated function stays reachable
+    assert tasks.record_sync.fn.__name__ == "record_sync"  # the function stays reachable
     assert db.execute("SELECT count(*) FROM aiotaskq_task").fetchone() == (0,)
 
 
@@ -93,9 +100,11 @@ async def test_plain_call_calls_the_function(db: Any) -> None:
 def test_failure_keeps_the_row_with_its_traceback(worker: Any, db: Any, sync_task: bool) -> None:
     worker()
     result = tasks.fail.delay("boom")
-    wait_for(lambda: db.execute(
-        "SELECT 1 FROM aiotaskq_task WHERE id = %s AND state = 'failed'", (result.id,)
-    ).fetchone())
+    wait_for(
+        lambda: db.execute(
+            "SELECT 1 FROM aiotaskq_task WHERE id = %s AND state = 'failed'", (result.id,)
+        ).fetchone()
+    )
     (errors, attempt) = db.execute(
         "SELECT errors, attempt FROM aiotaskq_task WHERE id = %s", (result.id,)
     ).fetchone()

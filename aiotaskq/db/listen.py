@@ -39,7 +39,9 @@ async def connect_listener(queues: list[str], dsn: str | None) -> psycopg.AsyncC
         )
         try:
             for queue in queues:
-                await conn.execute(query("listen").format(channel=sql.Identifier(channel_for(queue))))
+                await conn.execute(
+                    query("listen").format(channel=sql.Identifier(channel_for(queue)))
+                )
         except BaseException:
             await conn.close()
             raise

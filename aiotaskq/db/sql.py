@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib.resources import files
-from typing import LiteralString, cast
+from typing import LiteralString
 
 from psycopg import sql
 
@@ -29,7 +29,7 @@ def text(name: str) -> LiteralString:
     """The statement ``name`` as a string, for Django's cursor and for psycopg's execute."""
     # The file ships with the package and is never built from input: it is as literal as a
     # string in the source would be.
-    return cast(LiteralString, _load()[name])
+    return _load()[name]
 
 
 def query(name: str) -> sql.SQL:

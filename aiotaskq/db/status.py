@@ -31,7 +31,12 @@ async def queue_status(dirty_after: float) -> list[QueueStatus]:
             rows = await cur.fetchall()
     return [
         QueueStatus(
-            queue=r[0], pending=r[1], future=r[2], active=r[3], dirty=r[4], failed=r[5],
+            queue=r[0],
+            pending=r[1],
+            future=r[2],
+            active=r[3],
+            dirty=r[4],
+            failed=r[5],
             oldest_pending_age_s=r[6],
         )
         for r in rows

@@ -5,37 +5,95 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Task',
+            name="Task",
             fields=[
-                ('id', models.UUIDField(primary_key=True, serialize=False)),
-                ('name', models.CharField(help_text='The registered task name.', max_length=255)),
-                ('queue', models.CharField(db_default='default', max_length=63)),
-                ('priority', models.IntegerField(db_default=0, help_text='Higher runs first.')),
-                ('state', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('failed', 'Failed')], db_default='queued', max_length=16)),
-                ('args', models.JSONField(db_default=models.Value([], models.JSONField()))),
-                ('kwargs', models.JSONField(db_default=models.Value({}, models.JSONField()))),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('execute_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now(), help_text='Not run before this time.')),
-                ('expires_at', models.DateTimeField(blank=True, help_text='Dropped if not started by then.', null=True)),
-                ('attempt', models.IntegerField(db_default=0, help_text='Attempts started so far.')),
-                ('worker_id', models.CharField(blank=True, help_text='The lease holder.', max_length=255, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('alive_at', models.DateTimeField(blank=True, help_text='The last heartbeat.', null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('errors', models.JSONField(db_default=models.Value([], models.JSONField()), help_text='One entry per failed attempt: exception type, message, traceback.')),
+                ("id", models.UUIDField(primary_key=True, serialize=False)),
+                ("name", models.CharField(help_text="The registered task name.", max_length=255)),
+                ("queue", models.CharField(db_default="default", max_length=63)),
+                ("priority", models.IntegerField(db_default=0, help_text="Higher runs first.")),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("failed", "Failed"),
+                        ],
+                        db_default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("args", models.JSONField(db_default=models.Value([], models.JSONField()))),
+                ("kwargs", models.JSONField(db_default=models.Value({}, models.JSONField()))),
+                (
+                    "created_at",
+                    models.DateTimeField(db_default=django.db.models.functions.datetime.Now()),
+                ),
+                (
+                    "execute_at",
+                    models.DateTimeField(
+                        db_default=django.db.models.functions.datetime.Now(),
+                        help_text="Not run before this time.",
+                    ),
+                ),
+                (
+                    "expires_at",
+                    models.DateTimeField(
+                        blank=True, help_text="Dropped if not started by then.", null=True
+                    ),
+                ),
+                (
+                    "attempt",
+                    models.IntegerField(db_default=0, help_text="Attempts started so far."),
+                ),
+                (
+                    "worker_id",
+                    models.CharField(
+                        blank=True, help_text="The lease holder.", max_length=255, null=True
+                    ),
+                ),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "alive_at",
+                    models.DateTimeField(blank=True, help_text="The last heartbeat.", null=True),
+                ),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "errors",
+                    models.JSONField(
+                        db_default=models.Value([], models.JSONField()),
+                        help_text="One entry per failed attempt: exception type, message, traceback.",
+                    ),
+                ),
             ],
             options={
-                'db_table': 'aiotaskq_task',
-                'indexes': [models.Index(models.F('queue'), models.OrderBy(models.F('priority'), descending=True), models.F('execute_at'), condition=models.Q(('state', 'queued')), name='aiotaskq_task_due'), models.Index(condition=models.Q(('state', 'queued')), fields=['queue', 'execute_at'], name='aiotaskq_task_eta')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('state__in', ['queued', 'running', 'failed'])), name='aiotaskq_task_state_valid')],
+                "db_table": "aiotaskq_task",
+                "indexes": [
+                    models.Index(
+                        models.F("queue"),
+                        models.OrderBy(models.F("priority"), descending=True),
+                        models.F("execute_at"),
+                        condition=models.Q(("state", "queued")),
+                        name="aiotaskq_task_due",
+                    ),
+                    models.Index(
+                        condition=models.Q(("state", "queued")),
+                        fields=["queue", "execute_at"],
+                        name="aiotaskq_task_eta",
+                    ),
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("state__in", ["queued", "running", "failed"])),
+                        name="aiotaskq_task_state_valid",
+                    )
+                ],
             },
         ),
         # A hot queue: rows are inserted, updated a few times and deleted within seconds.

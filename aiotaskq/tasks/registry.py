@@ -21,9 +21,9 @@ def register(task: Task[Any, Any]) -> None:
     # The same function defined again (its module imported twice) replaces the old entry.
     if existing is not None and _origin(existing) != _origin(task):
         raise ConfigurationError(
-                f"Two tasks are named {task.name!r}: {existing.fn.__module__}."
-                f"{existing.fn.__qualname__} and {task.fn.__module__}.{task.fn.__qualname__}. "
-                "Give one of them another name with @task(name=...)."
+            f"Two tasks are named {task.name!r}: {existing.fn.__module__}."
+            f"{existing.fn.__qualname__} and {task.fn.__module__}.{task.fn.__qualname__}. "
+            "Give one of them another name with @task(name=...)."
         )
     _tasks[task.name] = task
 

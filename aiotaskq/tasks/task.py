@@ -112,8 +112,9 @@ class Task(Generic[P, R]):
         options = Options(
             countdown=countdown, eta=eta, expires=expires, queue=queue, priority=priority
         )
-        return Signature(task=self, args=tuple(args or ()), kwargs=dict(kwargs or {}),
-                         options=options).apply_async()
+        return Signature(
+            task=self, args=tuple(args or ()), kwargs=dict(kwargs or {}), options=options
+        ).apply_async()
 
     async def aapply_async(
         self,
@@ -130,8 +131,9 @@ class Task(Generic[P, R]):
         options = Options(
             countdown=countdown, eta=eta, expires=expires, queue=queue, priority=priority
         )
-        return await Signature(task=self, args=tuple(args or ()), kwargs=dict(kwargs or {}),
-                               options=options).aapply_async()
+        return await Signature(
+            task=self, args=tuple(args or ()), kwargs=dict(kwargs or {}), options=options
+        ).aapply_async()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -74,9 +74,7 @@ def error_record(job: Job, exc: BaseException, worker_id: str, reason: str | Non
 class Executor:
     """Starts jobs and tracks them until their outcome is handed to the reporter."""
 
-    def __init__(
-        self, concurrency: int, threads: int, reporter: Reporter, worker_id: str
-    ) -> None:
+    def __init__(self, concurrency: int, threads: int, reporter: Reporter, worker_id: str) -> None:
         self.capacity = concurrency
         self.jobs: dict[uuid.UUID, Job] = {}
         self._reporter = reporter
@@ -110,8 +108,9 @@ class Executor:
             if row.expired:
                 logger.info(
                     "task.expired: %s [%s] dropped unrun",
-                    row.name, row.id, extra={"task_id": str(row.id), "task_name": row.name,
-                                             "queue": row.queue},
+                    row.name,
+                    row.id,
+                    extra={"task_id": str(row.id), "task_name": row.name, "queue": row.queue},
                 )
                 continue
             job = Job(id=row.id, name=row.name, queue=row.queue, attempt=row.attempt or 1)
@@ -139,11 +138,17 @@ class Executor:
             # thread cannot be interrupted: it runs on, and its late outcome is discarded.)
             job.released = True
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
-            self._reporter.fail(job.lease, error_record(job, exc, self._worker_id,
-                                                        _reason(fn, exc, args_json, kwargs_json)))
+            self._reporter.fail(
+                job.lease,
+                error_record(job, exc, self._worker_id, _reason(fn, exc, args_json, kwargs_json)),
+            )
             logger.warning(
                 "task.failed: %s [%s] attempt %d: %s: %s",
-                job.name, job.id, job.attempt, type(exc).__name__, exc,
+                job.name,
+                job.id,
+                job.attempt,
+                type(exc).__name__,
+                exc,
                 extra=self._extra(job),
             )
         else:
@@ -158,8 +163,13 @@ class Executor:
                 self._empty.set()
 
     def _extra(self, job: Job) -> dict[str, Any]:
-        return {"task_id": str(job.id), "task_name": job.name, "queue": job.queue,
-                "worker_id": self._worker_id, "attempt": job.attempt}
+        return {
+            "task_id": str(job.id),
+            "task_name": job.name,
+            "queue": job.queue,
+            "worker_id": self._worker_id,
+            "attempt": job.attempt,
+        }
 
     async def give_back(self, timeout: float) -> list[Job]:
         """Cancel the coroutine jobs still running and wait (up to ``timeout``) for them to

@@ -86,7 +86,9 @@ class Fetcher:
                     due_in = None if more else await next_eta(conn, self._queues)
             except (DatabaseError, psycopg.Error, OSError) as exc:
                 logger.warning(
-                    "fetcher.claim_failed: %s; retrying in %.1f s", exc, backoff,
+                    "fetcher.claim_failed: %s; retrying in %.1f s",
+                    exc,
+                    backoff,
                     extra={"worker_id": self._worker_id},
                 )
                 await self._wait(self._stopping.wait(), backoff)

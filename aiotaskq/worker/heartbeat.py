@@ -56,7 +56,8 @@ class Heartbeat:
                     "loop.stalled: the event loop was blocked for %.2f s; coroutine tasks "
                     "running then: %s. A blocking call inside an async task stalls every "
                     "task and the heartbeat: move it to a sync task or sync_to_async.",
-                    lag, ", ".join(names) or "(none)",
+                    lag,
+                    ", ".join(names) or "(none)",
                     extra={"lag_s": lag, "task_names": names, "worker_id": self._worker_id},
                 )
             await self.beat()
@@ -79,7 +80,12 @@ class Heartbeat:
                 logger.warning(
                     "task.lease_lost: %s [%s] attempt %d is no longer held by this worker "
                     "(rescued, re-run or deleted elsewhere); its outcome will be discarded",
-                    job.name, task_id, attempt,
-                    extra={"task_id": str(task_id), "task_name": job.name,
-                           "worker_id": self._worker_id},
+                    job.name,
+                    task_id,
+                    attempt,
+                    extra={
+                        "task_id": str(task_id),
+                        "task_name": job.name,
+                        "worker_id": self._worker_id,
+                    },
                 )

@@ -30,6 +30,9 @@ __all__ = ["ConnectionBudget", "Worker", "WorkerConfig"]
 
 logger = logging.getLogger(__name__)
 
+# How long a stopping worker keeps trying to write the outcomes of finished tasks.
+_OUTCOME_TIMEOUT = 30.0
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerConfig:
@@ -111,12 +114,16 @@ class Worker:
         if self._stopping is None or self._forced is None:
             return
         if self._stop_requests == 1:
-            logger.info("worker.stopping: no more claims; waiting for in-flight tasks",
-                        extra={"worker_id": self.id})
+            logger.info(
+                "worker.stopping: no more claims; waiting for in-flight tasks",
+                extra={"worker_id": self.id},
+            )
             self._stopping.set()
         else:
-            logger.warning("worker.stopping_now: second stop request, giving tasks back now",
-                           extra={"worker_id": self.id})
+            logger.warning(
+                "worker.stopping_now: second stop request, giving tasks back now",
+                extra={"worker_id": self.id},
+            )
             self._stopping.set()
             self._forced.set()
 
@@ -143,32 +150,48 @@ class Worker:
         settings = get_settings()
         self.import_tasks()
         pool = worker_pool(name=f"aiotaskq-worker-{self.id}")
-        with translate_errors("Connecting the worker to the database"):
-            await pool.open(wait=True, timeout=30)
+        try:
+            with translate_errors("Connecting the worker to the database"):
+                await pool.open(wait=True, timeout=30)
+        except BaseException:
+            await pool.close()
+            raise
         wake = asyncio.Event()
         reporter = Reporter(pool, self.id)
         executor = Executor(self.config.concurrency, self.config.threads, reporter, self.id)
         self.executor = executor
         heartbeat = Heartbeat(pool, executor, reporter, self.id, settings.HEARTBEAT_INTERVAL)
         fetcher = Fetcher(
-            pool, executor, queues=self.queues, worker_id=self.id, wake=wake,
-            stopping=self._stopping, poll_interval=settings.POLL_INTERVAL,
-            batch=settings.CLAIM_BATCH, burst=self.config.burst,
+            pool,
+            executor,
+            queues=self.queues,
+            worker_id=self.id,
+            wake=wake,
+            stopping=self._stopping,
+            poll_interval=settings.POLL_INTERVAL,
+            batch=settings.CLAIM_BATCH,
+            burst=self.config.burst,
         )
         background: list[asyncio.Task[None]] = []
         try:
             background.append(asyncio.create_task(reporter.run(), name="aiotaskq-reporter"))
             background.append(asyncio.create_task(heartbeat.run(), name="aiotaskq-heartbeat"))
             if settings.LISTEN and not self.config.burst:
-                self.listener = Listener(self.queues, settings.LISTEN_DSN, wake,
-                                         quiet_check=settings.POLL_INTERVAL)
-                background.append(asyncio.create_task(self.listener.run(),
-                                                      name="aiotaskq-listener"))
+                self.listener = Listener(
+                    self.queues, settings.LISTEN_DSN, wake, quiet_check=settings.POLL_INTERVAL
+                )
+                background.append(
+                    asyncio.create_task(self.listener.run(), name="aiotaskq-listener")
+                )
                 await first_of(self.listener.connected.wait(), self._stopping.wait(), timeout=10)
             logger.info(
                 "worker.started: %s on queues %s, concurrency %d, threads %d; %s",
-                self.id, ",".join(self.queues), self.config.concurrency, self.config.threads,
-                self.budget, extra={"worker_id": self.id, "queues": self.queues},
+                self.id,
+                ",".join(self.queues),
+                self.config.concurrency,
+                self.config.threads,
+                self.budget,
+                extra={"worker_id": self.id, "queues": self.queues},
             )
             self.ready.set()
             await fetcher.run()
@@ -184,11 +207,24 @@ class Worker:
     async def _drain(self, executor: Executor, reporter: Reporter, pool: Any) -> None:
         assert self._forced is not None
         if executor.jobs:
-            logger.info("worker.draining: %d tasks in flight, grace %.0f s",
-                        len(executor.jobs), self.config.grace, extra={"worker_id": self.id})
+            logger.info(
+                "worker.draining: %d tasks in flight, grace %.0f s",
+                len(executor.jobs),
+                self.config.grace,
+                extra={"worker_id": self.id},
+            )
             await first_of(executor.wait_empty(), self._forced.wait(), timeout=self.config.grace)
         left = await executor.give_back(timeout=5.0)
-        await _flush(reporter)
+        # The reporter's own loop writes (and retries) every outcome handed in; wait for it
+        # rather than flush beside it, so a batch in flight is never cut off.
+        await first_of(reporter.wait_idle(), timeout=_OUTCOME_TIMEOUT)
+        if unwritten := reporter.unwritten():
+            logger.error(
+                "worker.outcomes_lost: %d outcomes could not be written; those tasks stay "
+                "running and will turn Dirty",
+                len(unwritten),
+                extra={"worker_id": self.id},
+            )
         if left:
             leases = [job.lease for job in left]
             try:
@@ -197,21 +233,14 @@ class Worker:
             except (DatabaseError, psycopg.Error, OSError) as exc:
                 logger.error(
                     "worker.release_failed: %s; %d tasks stay running and will turn Dirty",
-                    exc, len(leases), extra={"worker_id": self.id},
+                    exc,
+                    len(leases),
+                    extra={"worker_id": self.id},
                 )
                 return
             logger.warning(
                 "worker.released: %d unfinished tasks put back to queued (%s)",
-                count, ", ".join(sorted({job.name for job in left})),
+                count,
+                ", ".join(sorted({job.name for job in left})),
                 extra={"worker_id": self.id},
             )
-
-
-async def _flush(reporter: Reporter) -> None:
-    for _ in range(3):
-        try:
-            await reporter.flush()
-            return
-        except DatabaseError as exc:
-            logger.warning("worker.flush_failed: %s", exc)
-            await asyncio.sleep(0.5)

@@ -72,7 +72,9 @@ class Reporter:
             except DatabaseError as exc:
                 logger.warning(
                     "reporter.flush_failed: %s; %d outcomes kept, retrying in %.1f s",
-                    exc, len(self._acks) + len(self._fails), backoff,
+                    exc,
+                    len(self._acks) + len(self._fails),
+                    backoff,
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)

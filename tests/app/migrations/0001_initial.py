@@ -4,25 +4,28 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Execution',
+            name="Execution",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('label', models.CharField(max_length=200)),
-                ('task_id', models.UUIDField(null=True)),
-                ('pid', models.IntegerField()),
-                ('value', models.JSONField(null=True)),
-                ('at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("label", models.CharField(max_length=200)),
+                ("task_id", models.UUIDField(null=True)),
+                ("pid", models.IntegerField()),
+                ("value", models.JSONField(null=True)),
+                ("at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'indexes': [models.Index(fields=['label'], name='testapp_exe_label_55fdeb_idx')],
+                "indexes": [models.Index(fields=["label"], name="testapp_exe_label_55fdeb_idx")],
             },
         ),
     ]

@@ -1,0 +1,78 @@
+"""Every statement in queries.sql runs against the migrated schema, and the claim uses the
+partial index."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from psycopg import sql
+
+from aiotaskq.db import sql as queries
+from aiotaskq.db.listen import channel_for
+
+PARAMS: dict[str, dict[str, Any]] = {
+    "enqueue": {
+        "ids": [uuid.uuid4()],
+        "names": ["t"],
+        "queues": ["q"],
+        "priorities": [0],
+        "args": ["[]"],
+        "kwargs": ["{}"],
+        "etas": [None],
+        "countdowns": [None],
+        "expires_ats": [None],
+        "expires_ins": [None],
+        "channels": [channel_for("q")],
+    },
+    "ping": {},
+    "claim": {"queues": ["q"], "limit": 10, "worker_id": "w"},
+    "next_eta": {"queues": ["q"]},
+    "heartbeat": {"ids": [uuid.uuid4()], "attempts": [1], "worker_id": "w"},
+    "ack": {"ids": [uuid.uuid4()], "attempts": [1], "worker_id": "w"},
+    "fail": {"ids": [uuid.uuid4()], "attempts": [1], "worker_id": "w", "errors": ["{}"]},
+    "release": {
+        "ids": [uuid.uuid4()],
+        "attempts": [1],
+        "worker_id": "w",
+        "channels": [channel_for("q")],
+    },
+    "status": {"dirty_after": 10.0},
+}
+
+
+def test_every_statement_runs(db: Any) -> None:
+    names = queries.names()
+    assert set(names) == set(PARAMS) | {"listen"}
+    for name in names:
+        if name == "listen":
+            db.execute(queries.query(name).format(channel=sql.Identifier(channel_for("q"))))
+            continue
+        with db.transaction(force_rollback=True):
+            db.execute(queries.text(name), PARAMS[name])
+
+
+def test_channel_names_fit_and_differ() -> None:
+    assert channel_for("default") == "aiotaskq:default"
+    long_a, long_b = "a" * 63, "a" * 62 + "b"
+    assert len(channel_for(long_a).encode()) <= 63
+    assert channel_for(long_a) != channel_for(long_b)
+
+
+def test_claim_walks_the_partial_index(db: Any) -> None:
+    db.execute(
+        "INSERT INTO aiotaskq_task (id, name, queue, execute_at) "
+        "SELECT gen_random_uuid(), 't', 'q', now() + (i % 2) * interval '1 hour' "
+        "FROM generate_series(1, 20000) AS i"
+    )
+    db.execute("ANALYZE aiotaskq_task")
+    with db.transaction(force_rollback=True):
+        db.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        plan = "\n".join(
+            row[0]
+            for row in db.execute(
+                sql.SQL("EXPLAIN ") + sql.SQL(queries.text("claim")),
+                {"queues": ["q"], "limit": 50, "worker_id": "w"},
+            ).fetchall()
+        )
+    assert "aiotaskq_task_due" in plan, plan
