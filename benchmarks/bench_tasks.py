@@ -1,0 +1,30 @@
+"""The tasks the benchmark's aiotaskq workers run. They report to the benchmark through
+:mod:`benchmarks.probe` (UDP on loopback), never through the database."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiotaskq import task
+from benchmarks import probe
+
+
+@task
+async def noop(i: int = 0) -> None:
+    probe.first_start()
+
+
+@task
+def noop_sync(i: int = 0) -> None:
+    probe.first_start()
+
+
+@task
+async def sleep_for(seconds: float) -> None:
+    probe.first_start()
+    await asyncio.sleep(seconds)
+
+
+@task
+async def ping(sample: int) -> None:
+    probe.started(sample)
