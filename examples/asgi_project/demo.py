@@ -39,29 +39,55 @@ def wait_for(what: str, check, timeout: float = 30.0):  # type: ignore[no-untype
 
 
 def main() -> int:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings",
-           "PYTHONPATH": str(HERE)}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "PYTHONPATH": str(HERE)}
     database = env.setdefault("EXAMPLE_DATABASE", "aiotaskq_example")
     admin = psycopg.conninfo.make_conninfo(
-        host=env.get("PGHOST", "127.0.0.1"), port=env.get("PGPORT", "5432"),
-        user=env.get("PGUSER") or None, password=env.get("PGPASSWORD") or None,
+        host=env.get("PGHOST", "127.0.0.1"),
+        port=env.get("PGPORT", "5432"),
+        user=env.get("PGUSER") or None,
+        password=env.get("PGPASSWORD") or None,
         dbname="postgres",
     )
     print(f"1. a fresh database {database!r}")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{database}"')
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=HERE, env=env,
-                   check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=HERE, env=env, check=True
+    )
 
     port = free_port()
     print(f"2. the web app on http://127.0.0.1:{port} and one aiotaskq worker")
     web = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "project.asgi:application", "--port", str(port),
-         "--log-level", "warning", "--lifespan", "off"], cwd=HERE, env=env)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "project.asgi:application",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--lifespan",
+            "off",
+        ],
+        cwd=HERE,
+        env=env,
+    )
     worker = subprocess.Popen(
-        [sys.executable, "-m", "aiotaskq.cli", "run", "--concurrency", "50",
-         "--log-level", "WARNING"], cwd=HERE, env=env)
+        [
+            sys.executable,
+            "-m",
+            "aiotaskq.cli",
+            "run",
+            "--concurrency",
+            "50",
+            "--log-level",
+            "WARNING",
+        ],
+        cwd=HERE,
+        env=env,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for("the web app", lambda: httpx.get(f"{base}/greetings/").status_code == 200)
@@ -77,15 +103,21 @@ def main() -> int:
             lambda: (n := httpx.get(f"{base}/greetings/").json()["count"]) >= REQUESTS and n,
         )
         elapsed = time.monotonic() - started
-        print(f"4. the worker ran all {count} tasks: requests took {enqueued:.2f} s, "
-              f"everything was delivered {elapsed:.2f} s after the first request")
+        print(
+            f"4. the worker ran all {count} tasks: requests took {enqueued:.2f} s, "
+            f"everything was delivered {elapsed:.2f} s after the first request"
+        )
     finally:
         for proc in (worker, web):
             proc.send_signal(signal.SIGTERM)
         codes = [proc.wait(40) for proc in (worker, web)]
     status = subprocess.run(
-        [sys.executable, "-m", "aiotaskq.cli", "status", "--json"], cwd=HERE, env=env,
-        check=True, capture_output=True, text=True,
+        [sys.executable, "-m", "aiotaskq.cli", "status", "--json"],
+        cwd=HERE,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     # uvicorn re-raises SIGTERM after its clean shutdown, so its exit code is -15.
     print(f"5. the worker stopped with exit code {codes[0]}; queue status: {json.loads(status)}")
