@@ -47,6 +47,12 @@ def add_commands(parser: argparse.ArgumentParser, *, settings_option: bool = Tru
         help="seconds in-flight tasks get to finish on SIGTERM (default 30)",
     )
     run.add_argument("--burst", action="store_true", help="run what is due, then exit")
+    run.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="the event loop: uvloop when installed (auto), or the named one",
+    )
     _add_common(run, settings_option)
     status = sub.add_parser(
         "status", help="counts of pending, future, active, dirty and failed tasks per queue"
@@ -84,12 +90,26 @@ def _queues(value: str) -> list[str]:
     return [q.strip() for q in value.split(",") if q.strip()]
 
 
-def _asyncio_run(coro: Coroutine[Any, Any, Any]) -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+def _asyncio_run(coro: Coroutine[Any, Any, Any], loop: str = "auto") -> Any:
+    if loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if loop == "uvloop":
+                raise
+        else:
+            return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def _loop_name(loop: str) -> str:
+    if loop == "auto":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            return "asyncio"
+        return "uvloop"
+    return loop
 
 
 def configure_logging(level: str) -> None:
@@ -122,6 +142,7 @@ def _run(options: argparse.Namespace) -> int:
         f"  queues:      {', '.join(worker.queues)}\n"
         f"  concurrency: {options.concurrency}\n"
         f"  threads:     {options.threads}\n"
+        f"  loop:        {_loop_name(options.loop)}\n"
         f"  connections: {worker.budget}",
         flush=True,
     )
@@ -130,7 +151,7 @@ def _run(options: argparse.Namespace) -> int:
         install_signal_handlers(worker)
         await worker.run()
 
-    _asyncio_run(main())
+    _asyncio_run(main(), options.loop)
     if any(t.name.startswith("aiotaskq") and t.is_alive() for t in threading.enumerate()):
         # A sync task ran past the grace period; its row was given back. Python would wait
         # for its thread at exit, so leave without waiting.

@@ -115,3 +115,12 @@ def test_failure_keeps_the_row_with_its_traceback(worker: Any, db: Any, sync_tas
     # The worker keeps going.
     tasks.record.delay("after-failure")
     wait_for(lambda: executions("after-failure"))
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_worker_on_each_event_loop(worker: Any, loop: str) -> None:
+    proc = worker("--loop", loop)
+    assert f"loop:        {loop}" in proc.log()
+    tasks.record.delay(f"on-{loop}")
+    tasks.record_sync.delay(f"sync-on-{loop}")
+    wait_for(lambda: executions(f"on-{loop}") and executions(f"sync-on-{loop}"))

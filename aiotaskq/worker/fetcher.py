@@ -83,6 +83,9 @@ class Fetcher:
                 async with self._pool.connection() as conn:
                     rows = await claim(conn, self._queues, limit, self._worker_id)
                     more = len(rows) >= limit
+                    # Start the claimed jobs before anything else is awaited: they run while
+                    # the next ETA is looked up.
+                    self._executor.start(rows)
                     due_in = None if more else await next_eta(conn, self._queues)
             except (DatabaseError, psycopg.Error, OSError) as exc:
                 logger.warning(
@@ -98,7 +101,6 @@ class Fetcher:
             backoff = 0.1
             self.claims += 1
             if rows:
-                self._executor.start(rows)
                 # Yield once so the new jobs start before the next claim is considered.
                 await asyncio.sleep(0)
 
