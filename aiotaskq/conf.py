@@ -51,6 +51,12 @@ class Settings:
     WORKER_POOL_SIZE: int = 3
     #: Largest size of the pool used by ``adelay`` / ``aapply_async`` in each event loop.
     ENQUEUE_POOL_SIZE: int = 10
+    #: Run tasks at once in the caller instead of enqueueing them (for tests). Celery's
+    #: ``CELERY_TASK_ALWAYS_EAGER`` setting turns it on too.
+    ALWAYS_EAGER: bool = False
+    #: In eager mode, raise a task's exception in the caller (``CELERY_TASK_EAGER_PROPAGATES``
+    #: too) instead of keeping it in the returned ``EagerResult``.
+    EAGER_PROPAGATES: bool = False
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
@@ -96,11 +102,23 @@ def get_settings() -> Settings:
             hint = f' Did you mean "{near[0]}"?' if near else ""
             raise ConfigurationError(f'Unknown key AIOTASKQ["{key}"].{hint}')
         values[key] = _coerce(key, value)
+    for key, celery_key in (
+        ("ALWAYS_EAGER", "CELERY_TASK_ALWAYS_EAGER"),
+        ("EAGER_PROPAGATES", "CELERY_TASK_EAGER_PROPAGATES"),
+    ):
+        if key not in values and getattr(django_settings, celery_key, False):
+            values[key] = True
     return Settings(**values)
 
 
 def _reset(*, setting: str, **kwargs: Any) -> None:
-    if setting in {"AIOTASKQ", "DATABASES", "USE_TZ"}:
+    if setting in {
+        "AIOTASKQ",
+        "DATABASES",
+        "USE_TZ",
+        "CELERY_TASK_ALWAYS_EAGER",
+        "CELERY_TASK_EAGER_PROPAGATES",
+    }:
         get_settings.cache_clear()
 
 

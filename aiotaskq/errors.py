@@ -48,3 +48,12 @@ class TaskNotRegistered(AiotaskqError, LookupError):
 
 class DatabaseError(AiotaskqError):
     """A database operation failed; the driver's exception is the ``__cause__``."""
+
+
+class TimeLimitExceeded(AiotaskqError, TimeoutError):
+    """A coroutine task ran past its ``time_limit`` and was cancelled. It is a ``TimeoutError``,
+    so ``autoretry_for=(TimeoutError,)`` retries it."""
+
+
+class Revoked(AiotaskqError):
+    """Recorded for a task that was revoked while it ran (the coroutine was cancelled)."""

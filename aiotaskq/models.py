@@ -34,6 +34,9 @@ class Task(models.Model):
         null=True, blank=True, help_text="Dropped if not started by then."
     )
     attempt = models.IntegerField(db_default=0, help_text="Attempts started so far.")
+    time_limit = models.FloatField(
+        null=True, blank=True, help_text="Seconds an attempt may run (overrides the task's)."
+    )
     worker_id = models.CharField(
         max_length=255, null=True, blank=True, help_text="The lease holder."
     )

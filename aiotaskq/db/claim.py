@@ -22,6 +22,9 @@ class Claimed(NamedTuple):
     args: str | None
     kwargs: str | None
     attempt: int | None
+    #: Failed attempts so far (the retries already spent).
+    retries: int | None
+    time_limit: float | None
     expired: bool
 
 

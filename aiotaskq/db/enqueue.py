@@ -32,6 +32,7 @@ class TaskRow:
     countdown: float | None = None
     expires_at: dt.datetime | None = None
     expires_in: float | None = None
+    time_limit: float | None = None
 
 
 def _params(rows: Sequence[TaskRow]) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def _params(rows: Sequence[TaskRow]) -> dict[str, Any]:
         "countdowns": [r.countdown for r in rows],
         "expires_ats": [r.expires_at for r in rows],
         "expires_ins": [r.expires_in for r in rows],
+        "time_limits": [r.time_limit for r in rows],
         "channels": sorted({channel_for(r.queue) for r in rows}),
     }
 

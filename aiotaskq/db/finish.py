@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -13,9 +15,20 @@ from .connect import translate_errors
 from .listen import channel_for
 from .sql import text
 
-__all__ = ["ack", "fail", "heartbeat", "release"]
+__all__ = ["Reschedule", "ack", "fail", "heartbeat", "release", "rescue", "retry"]
 
 Lease = tuple[uuid.UUID, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Reschedule:
+    """An attempt to run again later: a retry (``error`` set) or a snooze (``error`` None)."""
+
+    lease: Lease
+    queue: str
+    error: str | None
+    countdown: float | None
+    eta: dt.datetime | None
 
 
 def _lease_params(leases: Sequence[Lease], worker_id: str) -> dict[str, Any]:
@@ -69,3 +82,39 @@ async def heartbeat(
     with translate_errors("Writing the heartbeat"):
         cur = await conn.execute(text("heartbeat"), _lease_params(leases, worker_id), prepare=True)
         return {row[0] for row in await cur.fetchall()}
+
+
+async def retry(
+    conn: psycopg.AsyncConnection[Any], items: Sequence[Reschedule], worker_id: str
+) -> int:
+    """Queue attempts again for later and wake their queues' workers."""
+    params = _lease_params([item.lease for item in items], worker_id)
+    params["errors"] = [item.error for item in items]
+    params["countdowns"] = [item.countdown for item in items]
+    params["etas"] = [item.eta for item in items]
+    params["channels"] = sorted({channel_for(item.queue) for item in items})
+    with translate_errors("Rescheduling tasks"):
+        cur = await conn.execute(text("retry"), params, prepare=True)
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def rescue(
+    conn: psycopg.AsyncConnection[Any],
+    policies: dict[str, int | None],
+    queues: Sequence[str],
+    dirty_after: float,
+) -> list[tuple[uuid.UUID, str, str, str]]:
+    """Requeue (or fail, when out of retries) the Dirty tasks of the names in ``policies``
+    (name -> max_retries). Returns (id, name, queue, new state) of each rescued task."""
+    with translate_errors("Rescuing Dirty tasks"):
+        cur = await conn.execute(
+            text("rescue"),
+            {
+                "names": list(policies),
+                "max_retries": list(policies.values()),
+                "queues": list(queues),
+                "dirty_after": dirty_after,
+            },
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()]

@@ -11,9 +11,12 @@ from psycopg import sql
 from .connect import conninfo, translate_errors
 from .sql import query
 
-__all__ = ["channel_for", "connect_listener"]
+__all__ = ["CONTROL_CHANNEL", "channel_for", "connect_listener"]
 
 _PREFIX = "aiotaskq:"
+#: Revoke requests for running tasks. "/" is not allowed in queue names, so no queue's
+#: channel can be this one.
+CONTROL_CHANNEL = "aiotaskq/control"
 _MAX_IDENTIFIER_BYTES = 63
 
 

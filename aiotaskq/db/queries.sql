@@ -9,16 +9,16 @@
 -- relative to now (countdown, expires in seconds) use the database clock, so every producer
 -- and worker agrees on them. PostgreSQL folds identical notifications of one transaction.
 WITH inserted AS (
-    INSERT INTO aiotaskq_task (id, name, queue, priority, args, kwargs, created_at, execute_at, expires_at)
-    SELECT t.id, t.name, t.queue, t.priority, t.args::jsonb, t.kwargs::jsonb,
+    INSERT INTO aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit, created_at, execute_at, expires_at)
+    SELECT t.id, t.name, t.queue, t.priority, t.args::jsonb, t.kwargs::jsonb, t.time_limit,
            statement_timestamp(),
            COALESCE(t.eta, statement_timestamp() + make_interval(secs => t.countdown), statement_timestamp()),
            COALESCE(t.expires_at, statement_timestamp() + make_interval(secs => t.expires_in))
     FROM unnest(
         %(ids)s::uuid[], %(names)s::text[], %(queues)s::text[], %(priorities)s::int[],
         %(args)s::text[], %(kwargs)s::text[], %(etas)s::timestamptz[], %(countdowns)s::float8[],
-        %(expires_ats)s::timestamptz[], %(expires_ins)s::float8[]
-    ) AS t(id, name, queue, priority, args, kwargs, eta, countdown, expires_at, expires_in)
+        %(expires_ats)s::timestamptz[], %(expires_ins)s::float8[], %(time_limits)s::float8[]
+    ) AS t(id, name, queue, priority, args, kwargs, eta, countdown, expires_at, expires_in, time_limit)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM inserted) AS inserted, count(pg_notify(c, ''))
@@ -68,11 +68,12 @@ claimed AS (
         started_at = now(), alive_at = now()
     FROM due
     WHERE t.id = due.id AND (due.expires_at IS NULL OR due.expires_at > now())
-    RETURNING t.id, t.name, t.queue, t.args::text AS args, t.kwargs::text AS kwargs, t.attempt
+    RETURNING t.id, t.name, t.queue, t.args::text AS args, t.kwargs::text AS kwargs, t.attempt,
+              jsonb_array_length(t.errors) AS retries, t.time_limit
 )
-SELECT id, name, queue, args, kwargs, attempt, false AS expired FROM claimed
+SELECT id, name, queue, args, kwargs, attempt, retries, time_limit, false AS expired FROM claimed
 UNION ALL
-SELECT id, name, queue, NULL, NULL, NULL, true FROM expired;
+SELECT id, name, queue, NULL, NULL, NULL, NULL, NULL, true FROM expired;
 
 
 -- name: next_eta
@@ -121,6 +122,27 @@ WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
   AND t.state = 'running';
 
 
+-- name: retry
+-- Failed attempts that will be retried, and snoozed ones, many at once: queued again for
+-- later (by the database clock), the attempt's error appended (none for a snooze), and the
+-- queues' workers woken at commit so they look at the new ETA. Lease-checked like ack.
+WITH retried AS (
+    UPDATE aiotaskq_task t
+    SET state = 'queued', worker_id = NULL, started_at = NULL, alive_at = NULL,
+        execute_at = COALESCE(l.eta, now() + make_interval(secs => COALESCE(l.countdown, 0))),
+        errors = CASE WHEN l.error IS NULL THEN t.errors
+                      ELSE t.errors || jsonb_build_array(l.error::jsonb) END
+    FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(errors)s::text[],
+                %(countdowns)s::float8[], %(etas)s::timestamptz[])
+         AS l(id, attempt, error, countdown, eta)
+    WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
+      AND t.state = 'running'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM retried) AS retried, count(pg_notify(c, ''))
+FROM unnest(%(channels)s::text[]) AS c;
+
+
 -- name: release
 -- A graceful stop gives back what it could not finish: queued again at once (the attempt
 -- stays counted, no error is recorded), and the other workers are woken at commit.
@@ -134,6 +156,84 @@ WITH released AS (
 )
 SELECT (SELECT count(*) FROM released) AS released, count(pg_notify(c, ''))
 FROM unnest(%(channels)s::text[]) AS c;
+
+
+-- name: rescue
+-- Dirty tasks of the names that opted in (on_dirty="retry"), found by any worker: queued
+-- again with the lost attempt recorded as an error, or failed when that was the last retry
+-- the task allows. SKIP LOCKED and the re-check of state and alive_at under the row lock
+-- make it a compare-and-set: of two rescuers, one wins.
+WITH dirty AS (
+    SELECT t.id, p.max_retries
+    FROM aiotaskq_task t
+    JOIN unnest(%(names)s::text[], %(max_retries)s::int[]) AS p(name, max_retries)
+      ON p.name = t.name
+    WHERE t.state = 'running' AND t.queue = ANY(%(queues)s::text[])
+      AND t.alive_at < now() - make_interval(secs => %(dirty_after)s)
+    FOR UPDATE OF t SKIP LOCKED
+)
+UPDATE aiotaskq_task t
+SET state = CASE WHEN dirty.max_retries IS NOT NULL
+                      AND jsonb_array_length(t.errors) >= dirty.max_retries
+                 THEN 'failed' ELSE 'queued' END,
+    finished_at = CASE WHEN dirty.max_retries IS NOT NULL
+                            AND jsonb_array_length(t.errors) >= dirty.max_retries
+                       THEN now() END,
+    worker_id = NULL, started_at = NULL, alive_at = NULL, execute_at = now(),
+    errors = t.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', t.attempt, 'type', 'aiotaskq.errors.Dirty',
+        'message', 'the worker ' || t.worker_id || ' stopped beating for this attempt',
+        'traceback', '', 'worker_id', t.worker_id, 'at', now()))
+FROM dirty
+WHERE t.id = dirty.id
+RETURNING t.id, t.name, t.queue, t.state;
+
+
+-- name: revoke
+-- A queued or future task is deleted: it never runs. A running one is announced on the
+-- control channel at commit; the worker that holds it cancels it if it is a coroutine.
+WITH deleted AS (
+    DELETE FROM aiotaskq_task WHERE id = %(id)s AND state = 'queued' RETURNING id
+),
+running AS (
+    SELECT id FROM aiotaskq_task WHERE id = %(id)s AND state = 'running'
+)
+SELECT (SELECT count(*) FROM deleted) AS deleted,
+       (SELECT count(pg_notify(%(channel)s, 'revoke:' || id::text)) FROM running) AS running;
+
+
+-- name: requeue
+-- By hand (the CLI, the admin): failed or Dirty tasks back to queued, due now, with the
+-- same arguments and their error history. Followed by "notify" in the same transaction.
+WITH picked AS (
+    SELECT id FROM aiotaskq_task
+    WHERE (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+      AND ((%(failed)s::boolean AND state = 'failed')
+           OR (%(dirty)s::boolean AND state = 'running'
+               AND alive_at < now() - make_interval(secs => %(dirty_after)s)))
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE aiotaskq_task t
+SET state = 'queued', execute_at = now(), worker_id = NULL, started_at = NULL,
+    alive_at = NULL, finished_at = NULL
+FROM picked WHERE t.id = picked.id
+RETURNING t.queue;
+
+
+-- name: notify
+-- Wake the workers of these channels when the surrounding transaction commits.
+SELECT count(pg_notify(c, '')) FROM unnest(%(channels)s::text[]) AS c;
+
+
+-- name: delete
+-- By hand: failed or Dirty tasks removed.
+DELETE FROM aiotaskq_task
+WHERE (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND ((%(failed)s::boolean AND state = 'failed')
+       OR (%(dirty)s::boolean AND state = 'running'
+           AND alive_at < now() - make_interval(secs => %(dirty_after)s)));
 
 
 -- name: status

@@ -18,6 +18,7 @@ from ..conf import get_settings
 from ..db import enqueue as db_enqueue
 from ..errors import InvalidPriority, InvalidQueueName, InvalidSchedule
 from ..serialization import encode_arguments
+from . import eager
 from .result import AsyncResult
 
 if TYPE_CHECKING:
@@ -64,6 +65,13 @@ def _seconds(option: str, value: object) -> float:
     return float(value)
 
 
+def _positive_seconds(option: str, value: object) -> float:
+    seconds = _seconds(option, value)
+    if seconds <= 0:
+        raise InvalidSchedule(f"{option} must be a positive number of seconds, got {value!r}.")
+    return seconds
+
+
 def _aware(option: str, value: dt.datetime) -> dt.datetime:
     if timezone.is_aware(value):
         return value
@@ -108,6 +116,7 @@ def build_row(
     countdown: object = None,
     eta: object = None,
     expires: object = None,
+    time_limit: object = None,
 ) -> db_enqueue.TaskRow:
     """Validate and encode one call; no I/O.
 
@@ -129,6 +138,7 @@ def build_row(
         countdown=delay,
         expires_at=expires_at,
         expires_in=expires_in,
+        time_limit=None if time_limit is None else _positive_seconds("time_limit", time_limit),
     )
 
 
@@ -136,24 +146,29 @@ def _rows(signatures: Iterable[Signature[Any, Any]]) -> list[db_enqueue.TaskRow]
     return [sig.build_row() for sig in signatures]
 
 
-def enqueue_many(signatures: Iterable[Signature[Any, Any]]) -> list[AsyncResult]:
+def enqueue_many(signatures: Iterable[Signature[Any, Any]]) -> Sequence[AsyncResult]:
     """Enqueue many tasks in one statement on Django's connection (joins ``atomic()``).
 
     Every signature is validated before anything is written: one bad input writes nothing.
-    One NOTIFY per queue is sent at commit.
+    One NOTIFY per queue is sent at commit. In eager mode (``ALWAYS_EAGER``) the tasks run at
+    once instead and the results are :class:`~aiotaskq.tasks.result.EagerResult`.
 
     Raises:
         EnqueueError: bad input in any signature; DatabaseError: the write failed.
     """
     rows = _rows(signatures)
+    if get_settings().ALWAYS_EAGER:
+        return eager.run_eagerly(rows)
     if rows:
         db_enqueue.insert_sync(rows, get_settings().DATABASE)
     return [AsyncResult(row.id) for row in rows]
 
 
-async def aenqueue_many(signatures: Iterable[Signature[Any, Any]]) -> list[AsyncResult]:
+async def aenqueue_many(signatures: Iterable[Signature[Any, Any]]) -> Sequence[AsyncResult]:
     """The async twin of :func:`enqueue_many`: one autocommit statement, no thread hop."""
     rows = _rows(signatures)
+    if get_settings().ALWAYS_EAGER:
+        return await eager.arun_eagerly(rows)
     if rows:
         await db_enqueue.insert(rows)
     return [AsyncResult(row.id) for row in rows]

@@ -7,10 +7,12 @@ import datetime as dt
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from ..conf import get_settings
 from ..db import enqueue as db_enqueue
+from ..errors import ConfigurationError
+from ..retry import DEFAULT_MAX_RETRIES, RetryPolicy
 from .enqueue import Expires, aenqueue_many, build_row, enqueue_many, validate_queue
 from .registry import register
 from .result import AsyncResult
@@ -30,6 +32,10 @@ class Options:
     expires: Expires = None
     queue: str | None = None
     priority: int | None = None
+    time_limit: float | None = None
+
+
+OnDirty = Literal["keep", "retry"]
 
 
 class Task(Generic[P, R]):
@@ -48,14 +54,35 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         priority: int = 0,
         expires: Expires = None,
+        time_limit: float | None = None,
+        on_dirty: OnDirty = "keep",
+        policy: RetryPolicy | None = None,
     ) -> None:
         self.fn = fn
         self.name: str = name or f"{fn.__module__}.{fn.__qualname__}"
         if queue is not None:
             validate_queue(queue)
+        if on_dirty not in ("keep", "retry"):
+            raise ConfigurationError(
+                f'on_dirty must be "keep" (leave Dirty tasks for a person) or "retry" (rerun '
+                f"them: only for idempotent tasks), got {on_dirty!r}."
+            )
+        if time_limit is not None and (
+            not isinstance(time_limit, int | float)
+            or isinstance(time_limit, bool)
+            or time_limit <= 0
+        ):
+            raise ConfigurationError(
+                f"time_limit must be a positive number of seconds, got {time_limit!r}."
+            )
         self._queue = queue
         self.priority = priority
         self.expires = expires
+        #: Seconds an attempt of a coroutine task may run before it is cancelled.
+        self.time_limit = time_limit
+        #: What becomes of a Dirty task of this name: kept for a person, or rerun.
+        self.on_dirty: OnDirty = on_dirty
+        self.policy: RetryPolicy = policy or RetryPolicy()
         self.is_async: bool = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", self.name)
@@ -97,6 +124,7 @@ class Task(Generic[P, R]):
         expires: Expires = None,
         queue: str | None = None,
         priority: int | None = None,
+        time_limit: float | None = None,
     ) -> AsyncResult:
         """Enqueue with options, Celery-style.
 
@@ -105,12 +133,18 @@ class Task(Generic[P, R]):
             eta: the earliest time it may run (aware datetime when ``USE_TZ``).
             expires: a datetime, or seconds from now, after which it is dropped unrun.
             queue: overrides the task's queue. priority: higher runs first.
+            time_limit: overrides the task's time limit for this call (seconds).
 
         Raises:
             EnqueueError: a subclass naming the bad input; nothing is written.
         """
         options = Options(
-            countdown=countdown, eta=eta, expires=expires, queue=queue, priority=priority
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            queue=queue,
+            priority=priority,
+            time_limit=time_limit,
         )
         return Signature(
             task=self, args=tuple(args or ()), kwargs=dict(kwargs or {}), options=options
@@ -126,10 +160,16 @@ class Task(Generic[P, R]):
         expires: Expires = None,
         queue: str | None = None,
         priority: int | None = None,
+        time_limit: float | None = None,
     ) -> AsyncResult:
         """The async twin of :meth:`apply_async`."""
         options = Options(
-            countdown=countdown, eta=eta, expires=expires, queue=queue, priority=priority
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            queue=queue,
+            priority=priority,
+            time_limit=time_limit,
         )
         return await Signature(
             task=self, args=tuple(args or ()), kwargs=dict(kwargs or {}), options=options
@@ -148,7 +188,7 @@ class Signature(Generic[P, R]):
 
     def set(self, **options: Any) -> Signature[P, R]:
         """A copy with these enqueue options (``countdown``, ``eta``, ``expires``, ``queue``,
-        ``priority``)."""
+        ``priority``, ``time_limit``)."""
         return replace(self, options=replace(self.options, **options))
 
     def build_row(self) -> db_enqueue.TaskRow:
@@ -163,6 +203,7 @@ class Signature(Generic[P, R]):
             countdown=o.countdown,
             eta=o.eta,
             expires=o.expires if o.expires is not None else t.expires,
+            time_limit=o.time_limit,
         )
 
     def apply_async(self, **options: Any) -> AsyncResult:
@@ -195,6 +236,15 @@ def task(
     queue: str | None = None,
     priority: int = 0,
     expires: Expires = None,
+    time_limit: float | None = None,
+    autoretry_for: tuple[type[BaseException], ...] = (),
+    dont_autoretry_for: tuple[type[BaseException], ...] = (),
+    max_retries: int | None = DEFAULT_MAX_RETRIES,
+    retry_kwargs: dict[str, Any] | None = None,
+    retry_backoff: bool | float = False,
+    retry_backoff_max: float = 600.0,
+    retry_jitter: bool = True,
+    on_dirty: OnDirty = "keep",
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -206,19 +256,55 @@ def task(
     queue: str | None = None,
     priority: int = 0,
     expires: Expires = None,
+    time_limit: float | None = None,
+    autoretry_for: tuple[type[BaseException], ...] = (),
+    dont_autoretry_for: tuple[type[BaseException], ...] = (),
+    max_retries: int | None = DEFAULT_MAX_RETRIES,
+    retry_kwargs: dict[str, Any] | None = None,
+    retry_backoff: bool | float = False,
+    retry_backoff_max: float = 600.0,
+    retry_jitter: bool = True,
+    on_dirty: OnDirty = "keep",
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register ``fn`` (an ``async def`` or a plain ``def``) as a task.
 
     Use bare (``@task``) or with options (``@task(queue="webhooks", priority=5)``). A plain
     function runs in the worker's bounded thread pool; a coroutine function on its loop.
 
+    Retries follow Celery: ``autoretry_for`` / ``dont_autoretry_for`` exception types,
+    ``max_retries`` (3; ``None`` for no limit), ``retry_kwargs`` (``max_retries``,
+    ``countdown``; the default delay is 180 s), ``retry_backoff`` (``True`` or a base in
+    seconds, doubled at each retry, capped by ``retry_backoff_max``), ``retry_jitter``
+    (a delay drawn from [0, delay]). ``time_limit`` cancels a coroutine attempt after that
+    many seconds (a plain function cannot be interrupted: it is reported instead).
+    ``on_dirty="retry"`` reruns Dirty tasks of this name (only for idempotent tasks).
+
     Raises:
         InvalidQueueName: the queue name is not valid.
-        ConfigurationError: another function is registered under the same name.
+        ConfigurationError: another function is registered under the same name, or an
+            option is invalid (``TypeError``/``ValueError`` for the retry options).
     """
+    policy = RetryPolicy.build(
+        autoretry_for=autoretry_for,
+        dont_autoretry_for=dont_autoretry_for,
+        max_retries=max_retries,
+        retry_kwargs=retry_kwargs,
+        retry_backoff=retry_backoff,
+        retry_backoff_max=retry_backoff_max,
+        retry_jitter=retry_jitter,
+    )
 
     def decorate(f: Callable[P, R]) -> Task[P, R]:
-        return Task(f, name=name, queue=queue, priority=priority, expires=expires)
+        return Task(
+            f,
+            name=name,
+            queue=queue,
+            priority=priority,
+            expires=expires,
+            time_limit=time_limit,
+            on_dirty=on_dirty,
+            policy=policy,
+        )
 
     return decorate(fn) if fn is not None else decorate
 

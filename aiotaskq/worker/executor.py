@@ -19,9 +19,13 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
+from ..db import finish
 from ..db.claim import Claimed
+from ..errors import Revoked, TimeLimitExceeded
+from ..retry import Decision, Retry, Snooze
 from ..serialization import decode_arguments
 from ..tasks.registry import get_task
+from ..tasks.task import Task
 from .reporter import Reporter
 
 __all__ = ["Executor", "Job"]
@@ -37,11 +41,17 @@ class Job:
     name: str
     queue: str
     attempt: int
+    #: Failed attempts before this one (retries already spent).
+    retries: int = 0
+    #: This call's own time limit, if it was enqueued with one.
+    time_limit: float | None = None
     started: float = field(default_factory=time.monotonic)
     is_sync: bool = False
     handle: asyncio.Task[None] | None = None
     #: Cancelled by a graceful stop before it finished: its row is to be released.
     released: bool = False
+    #: Cancelled because it was revoked.
+    revoked: bool = False
 
     @property
     def lease(self) -> tuple[uuid.UUID, int]:
@@ -57,11 +67,19 @@ def _call_sync(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) 
         close_old_connections()
 
 
-def error_record(job: Job, exc: BaseException, worker_id: str, reason: str | None = None) -> str:
-    """The JSON kept in the row's ``errors`` for a failed attempt."""
+def error_record(
+    job: Job,
+    exc: BaseException,
+    worker_id: str,
+    reason: str | None = None,
+    outcome: str = "failed",
+) -> str:
+    """The JSON kept in the row's ``errors`` for a failed attempt; ``outcome`` says what
+    became of it (retried when, or failed and why)."""
     return json.dumps(
         {
             "attempt": job.attempt,
+            "outcome": outcome,
             "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
             "message": reason or str(exc),
             "traceback": "".join(traceback.format_exception(exc)),
@@ -113,48 +131,152 @@ class Executor:
                     extra={"task_id": str(row.id), "task_name": row.name, "queue": row.queue},
                 )
                 continue
-            job = Job(id=row.id, name=row.name, queue=row.queue, attempt=row.attempt or 1)
+            job = Job(
+                id=row.id,
+                name=row.name,
+                queue=row.queue,
+                attempt=row.attempt or 1,
+                retries=row.retries or 0,
+                time_limit=row.time_limit,
+            )
             self.jobs[job.id] = job
             self._empty.clear()
             job.handle = loop.create_task(self._run(job, row.args or "[]", row.kwargs or "{}"))
 
     async def _run(self, job: Job, args_json: str, kwargs_json: str) -> None:
-        fn: Callable[..., Any] | None = None
+        task: Task[Any, Any] | None = None
         try:
             task = get_task(job.name)
-            fn = task.fn
             args, kwargs = decode_arguments(args_json, kwargs_json)
+            limit = job.time_limit or task.time_limit
             if task.is_async:
-                await fn(*args, **kwargs)
+                await _run_coroutine(task.fn, args, kwargs, limit)
             else:
                 job.is_sync = True
-                await sync_to_async(_call_sync, thread_sensitive=False, executor=self._threads)(
-                    fn, args, kwargs
-                )
+                await self._run_sync(job, task.fn, args, kwargs, limit)
         except asyncio.CancelledError:
-            if not self.releasing:
+            if job.revoked:
+                self._fail(job, None, Revoked("revoked while running"), args_json, kwargs_json)
+            elif self.releasing:
+                # Given back by a graceful stop: the lifecycle releases the row. (A sync
+                # task's thread cannot be interrupted: it runs on, and its late outcome is
+                # discarded by the lease check.)
+                job.released = True
+            else:
                 raise
-            # Given back by a graceful stop: the lifecycle releases the row. (A sync task's
-            # thread cannot be interrupted: it runs on, and its late outcome is discarded.)
-            job.released = True
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:
-            self._reporter.fail(
-                job.lease,
-                error_record(job, exc, self._worker_id, _reason(fn, exc, args_json, kwargs_json)),
+        except Snooze as snooze:
+            self._reporter.reschedule(
+                finish.Reschedule(job.lease, job.queue, None, snooze.seconds, None)
             )
-            logger.warning(
-                "task.failed: %s [%s] attempt %d: %s: %s",
+            logger.info(
+                "task.snoozed: %s [%s] runs again in %.1f s",
                 job.name,
                 job.id,
-                job.attempt,
-                type(exc).__name__,
-                exc,
+                snooze.seconds,
                 extra=self._extra(job),
             )
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            self._fail(job, task, exc, args_json, kwargs_json)
         else:
             self._reporter.ack(job.lease)
         finally:
             self._finished(job)
+
+    async def _run_sync(
+        self,
+        job: Job,
+        fn: Callable[..., Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+        limit: float | None,
+    ) -> None:
+        watchdog = None
+        if limit is not None:
+            watchdog = asyncio.get_running_loop().call_later(
+                limit, self._sync_over_limit, job, limit
+            )
+        try:
+            await sync_to_async(_call_sync, thread_sensitive=False, executor=self._threads)(
+                fn, args, kwargs
+            )
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
+    def _sync_over_limit(self, job: Job, limit: float) -> None:
+        logger.warning(
+            "task.time_limit_exceeded: %s [%s] has run past its time limit of %g s; a plain "
+            "function cannot be interrupted, so it runs on and keeps its thread's slot",
+            job.name,
+            job.id,
+            limit,
+            extra=self._extra(job),
+        )
+
+    def _fail(
+        self,
+        job: Job,
+        task: Task[Any, Any] | None,
+        exc: BaseException,
+        args_json: str,
+        kwargs_json: str,
+    ) -> None:
+        """Record a failed attempt: retried if the task's policy says so, else Failed."""
+        reason = _reason(task.fn if task else None, exc, args_json, kwargs_json)
+        decision = Decision(action="fail")
+        if task is not None and reason is None:
+            decision = task.policy.decide(exc, job.retries)
+        recorded = exc.exc if isinstance(exc, Retry) and exc.exc is not None else exc
+        if decision.action == "retry":
+            when = (
+                f"at {decision.eta.isoformat()}"
+                if decision.eta
+                else (f"in {decision.countdown:.1f} s")
+            )
+            outcome = f"retry {job.retries + 1} {when}"
+            self._reporter.reschedule(
+                finish.Reschedule(
+                    job.lease,
+                    job.queue,
+                    error_record(job, recorded, self._worker_id, reason, outcome),
+                    decision.countdown,
+                    decision.eta,
+                )
+            )
+        else:
+            outcome = _final_outcome(task, exc, job.retries, reason)
+            self._reporter.fail(
+                job.lease, error_record(job, recorded, self._worker_id, reason, outcome)
+            )
+        logger.warning(
+            "task.%s: %s [%s] attempt %d: %s: %s (%s)",
+            "retry" if decision.action == "retry" else "failed",
+            job.name,
+            job.id,
+            job.attempt,
+            type(recorded).__name__,
+            recorded,
+            outcome,
+            extra=self._extra(job),
+        )
+
+    def revoke(self, task_id: uuid.UUID) -> None:
+        """Cancel the job of ``task_id`` if this worker runs it as a coroutine."""
+        job = self.jobs.get(task_id)
+        if job is None or job.handle is None:
+            return
+        if job.is_sync:
+            logger.warning(
+                "task.revoke_too_late: %s [%s] is a plain function already running; it "
+                "cannot be interrupted and will finish",
+                job.name,
+                job.id,
+                extra=self._extra(job),
+            )
+            return
+        logger.info("task.revoked: %s [%s] cancelled", job.name, job.id, extra=self._extra(job))
+        job.revoked = True
+        job.handle.cancel()
 
     def _finished(self, job: Job) -> None:
         if self.jobs.pop(job.id, None) is not None:
@@ -189,6 +311,43 @@ class Executor:
     def shutdown_threads(self) -> None:
         """Stop the thread pool without waiting for threads still running a task."""
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _final_outcome(
+    task: Task[Any, Any] | None, exc: BaseException, retries: int, reason: str | None
+) -> str:
+    if isinstance(exc, Revoked):
+        return "failed: revoked"
+    if task is None or reason is not None:
+        return "failed: cannot run"
+    policy = task.policy
+    limit = (
+        exc.max_retries
+        if isinstance(exc, Retry) and exc.max_retries is not None
+        else (policy.max_retries)
+    )
+    if isinstance(exc, Retry) or policy.retries_automatically(exc):
+        return f"failed: no retries left ({retries} of max_retries={limit})"
+    if policy.autoretry_for:
+        return f"failed: {type(exc).__name__} is not retried (not in autoretry_for)"
+    return "failed"
+
+
+async def _run_coroutine(
+    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], limit: float | None
+) -> None:
+    if limit is None:
+        await fn(*args, **kwargs)
+        return
+    try:
+        async with asyncio.timeout(limit) as scope:
+            await fn(*args, **kwargs)
+    except TimeoutError as exc:
+        if scope.expired():
+            raise TimeLimitExceeded(
+                f"the attempt ran past its time limit of {limit:g} s and was cancelled"
+            ) from exc
+        raise
 
 
 def _reason(

@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import socket
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from .fetcher import Fetcher
 from .heartbeat import Heartbeat
 from .listener import Listener
 from .reporter import Reporter
+from .rescue import Rescuer
 
 __all__ = ["ConnectionBudget", "Worker", "WorkerConfig"]
 
@@ -127,6 +129,16 @@ class Worker:
             self._stopping.set()
             self._forced.set()
 
+    def _on_control(self, payload: str) -> None:
+        verb, _, argument = payload.partition(":")
+        if verb == "revoke" and self.executor is not None:
+            try:
+                task_id = uuid.UUID(argument)
+            except ValueError:
+                logger.warning("control.ignored: %r", payload, extra={"worker_id": self.id})
+                return
+            self.executor.revoke(task_id)
+
     def import_tasks(self) -> None:
         """Import every installed app's ``tasks`` module and ``AIOTASKQ["IMPORTS"]``."""
         settings = get_settings()
@@ -176,9 +188,15 @@ class Worker:
         try:
             background.append(asyncio.create_task(reporter.run(), name="aiotaskq-reporter"))
             background.append(asyncio.create_task(heartbeat.run(), name="aiotaskq-heartbeat"))
+            rescuer = Rescuer(pool, self.queues, settings.DIRTY_AFTER, self.id)
+            background.append(asyncio.create_task(rescuer.run(), name="aiotaskq-rescuer"))
             if settings.LISTEN and not self.config.burst:
                 self.listener = Listener(
-                    self.queues, settings.LISTEN_DSN, wake, quiet_check=settings.POLL_INTERVAL
+                    self.queues,
+                    settings.LISTEN_DSN,
+                    wake,
+                    quiet_check=settings.POLL_INTERVAL,
+                    on_control=self._on_control,
                 )
                 background.append(
                     asyncio.create_task(self.listener.run(), name="aiotaskq-listener")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
-from ..db.listen import connect_listener
+from ..db.listen import CONTROL_CHANNEL, connect_listener
 from ..db.sql import text
 from ..errors import DatabaseError
 
@@ -29,9 +30,15 @@ class Listener:
     """
 
     def __init__(
-        self, queues: list[str], dsn: str | None, wake: asyncio.Event, quiet_check: float
+        self,
+        queues: list[str],
+        dsn: str | None,
+        wake: asyncio.Event,
+        quiet_check: float,
+        on_control: Callable[[str], None],
     ) -> None:
         self._queues = queues
+        self._on_control = on_control
         self._dsn = dsn
         self._wake = wake
         self._quiet_check = quiet_check
@@ -77,8 +84,11 @@ class Listener:
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         wake = self._wake
         while True:
-            async for _ in conn.notifies(timeout=self._quiet_check):
-                wake.set()
+            async for notify in conn.notifies(timeout=self._quiet_check):
+                if notify.channel == CONTROL_CHANNEL:
+                    self._on_control(notify.payload)
+                else:
+                    wake.set()
             # A quiet spell: make sure the session is still there (a cut network gives no
             # error until something is sent).
             await conn.execute(text("ping"))

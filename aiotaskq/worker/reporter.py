@@ -1,5 +1,6 @@
-"""Outcomes of attempts, written in batches: one ``ack`` statement for many successes and one
-``fail`` statement for many failures, flushed within milliseconds."""
+"""Outcomes of attempts, written in batches: one ``ack`` statement for many successes, one
+``fail`` statement for many failures and one ``retry`` statement for many retries and
+snoozes, flushed within milliseconds."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class Reporter:
         self._flush_delay = flush_delay
         self._acks: list[Lease] = []
         self._fails: list[tuple[Lease, str]] = []
+        self._retries: list[finish.Reschedule] = []
         self._pending = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -51,9 +53,14 @@ class Reporter:
         self._pending.set()
         self._idle.clear()
 
+    def reschedule(self, item: finish.Reschedule) -> None:
+        self._retries.append(item)
+        self._pending.set()
+        self._idle.clear()
+
     def unwritten(self) -> list[Lease]:
         """Leases whose outcome is not written yet (the heartbeat keeps them alive)."""
-        return self._acks + [lease for lease, _ in self._fails]
+        return self._acks + [lease for lease, _ in self._fails] + [r.lease for r in self._retries]
 
     async def wait_idle(self) -> None:
         """Return once every outcome handed in so far is written."""
@@ -73,16 +80,16 @@ class Reporter:
                 logger.warning(
                     "reporter.flush_failed: %s; %d outcomes kept, retrying in %.1f s",
                     exc,
-                    len(self._acks) + len(self._fails),
+                    len(self.unwritten()),
                     backoff,
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
 
     async def flush(self) -> None:
-        """Write everything collected so far in at most two statements."""
-        acks, fails = self._acks, self._fails
-        self._acks, self._fails = [], []
+        """Write everything collected so far in at most three statements."""
+        acks, fails, retries = self._acks, self._fails, self._retries
+        self._acks, self._fails, self._retries = [], [], []
         self._pending.clear()
         try:
             async with self._pool.connection() as conn:
@@ -94,13 +101,17 @@ class Reporter:
                         conn, [f[0] for f in fails], [f[1] for f in fails], self._worker_id
                     )
                     fails = []
+                if retries:
+                    await finish.retry(conn, retries, self._worker_id)
+                    retries = []
         except (DatabaseError, psycopg.Error, OSError) as exc:
             # Put back what was not written, ahead of what arrived meanwhile.
             self._acks[:0] = acks
             self._fails[:0] = fails
+            self._retries[:0] = retries
             self._pending.set()
             if isinstance(exc, DatabaseError):
                 raise
             raise DatabaseError(f"Writing outcomes failed: {exc}") from exc
-        if not self._acks and not self._fails:
+        if not self._acks and not self._fails and not self._retries:
             self._idle.set()
