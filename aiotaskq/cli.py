@@ -1,4 +1,5 @@
-"""``aiotaskq run`` and ``aiotaskq status``; ``python manage.py aiotaskq`` uses the same parser.
+"""``aiotaskq run``, ``status``, ``retry`` and ``delete``; ``python manage.py aiotaskq`` uses the
+same parser.
 
 The CLI is the only part of aiotaskq that reads environment variables or configures logging.
 """
@@ -11,7 +12,7 @@ import json
 import logging
 import os
 import sys
-import threading
+import uuid
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -21,9 +22,9 @@ _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def add_commands(parser: argparse.ArgumentParser, *, settings_option: bool = True) -> None:
-    """Add the ``run`` and ``status`` sub-commands to ``parser``. ``manage.py`` has its own
-    ``--settings``, so it passes ``settings_option=False``."""
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,status}")
+    """Add the ``run``, ``status``, ``retry`` and ``delete`` sub-commands to ``parser``.
+    ``manage.py`` has its own ``--settings``, so it passes ``settings_option=False``."""
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,status,retry,delete}")
     run = sub.add_parser("run", help="run a worker until SIGTERM/SIGINT")
     run.add_argument(
         "--concurrency",
@@ -59,6 +60,16 @@ def add_commands(parser: argparse.ArgumentParser, *, settings_option: bool = Tru
     )
     status.add_argument("--json", action="store_true", help="print JSON")
     _add_common(status, settings_option)
+    for verb, text in (
+        ("retry", "queue Failed or Dirty tasks again, due now"),
+        ("delete", "delete Failed or Dirty tasks"),
+    ):
+        cmd = sub.add_parser(verb, help=text)
+        cmd.add_argument("ids", nargs="*", type=uuid.UUID, metavar="ID", help="task ids")
+        cmd.add_argument("--failed", action="store_true", help="every Failed task")
+        cmd.add_argument("--dirty", action="store_true", help="every Dirty task")
+        cmd.add_argument("--queue", help="only tasks of this queue")
+        _add_common(cmd, settings_option)
 
 
 def _add_common(parser: argparse.ArgumentParser, settings_option: bool) -> None:
@@ -121,12 +132,38 @@ def execute(options: argparse.Namespace) -> int:
     """Run the parsed sub-command; Django must be set up. Returns the exit status."""
     if options.command == "run":
         return _run(options)
+    if options.command in ("retry", "delete"):
+        return _by_hand(options)
     return _status(options)
+
+
+def _by_hand(options: argparse.Namespace) -> int:
+    from .conf import get_settings
+    from .db import control
+
+    if not options.ids and not (options.failed or options.dirty):
+        print(
+            f"aiotaskq {options.command}: name task ids, or pass --failed and/or --dirty",
+            file=sys.stderr,
+        )
+        return 2
+    either = not (options.failed or options.dirty)
+    selection = control.Selection(
+        ids=options.ids or None,
+        queue=options.queue,
+        failed=options.failed or either,
+        dirty=options.dirty or either,
+    )
+    action = control.requeue if options.command == "retry" else control.delete
+    count = _asyncio_run(action(selection, get_settings().DIRTY_AFTER))
+    done = "queued again" if options.command == "retry" else "deleted"
+    print(f"{count} task{'s' if count != 1 else ''} {done}")
+    return 0
 
 
 def _run(options: argparse.Namespace) -> int:
     from .worker import Worker, WorkerConfig
-    from .worker.shutdown import install_signal_handlers
+    from .worker.shutdown import ignore_stop_signals, install_signal_handlers
 
     worker = Worker(
         WorkerConfig(
@@ -149,14 +186,18 @@ def _run(options: argparse.Namespace) -> int:
 
     async def main() -> None:
         install_signal_handlers(worker)
-        await worker.run()
+        try:
+            await worker.run()
+        finally:
+            ignore_stop_signals()
 
     _asyncio_run(main(), options.loop)
-    if any(t.name.startswith("aiotaskq") and t.is_alive() for t in threading.enumerate()):
+    if worker.abandoned_threads:
         # A sync task ran past the grace period; its row was given back. Python would wait
         # for its thread at exit, so leave without waiting.
         logging.getLogger(__name__).warning(
-            "worker.exit: sync tasks still running in their threads are abandoned"
+            "worker.exit: %d sync tasks still running in their threads are abandoned",
+            worker.abandoned_threads,
         )
         logging.shutdown()
         sys.stdout.flush()

@@ -117,10 +117,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 async def _close_enqueue_pool() -> Any:
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
     from aiotaskq.db.connect import close_enqueue_pools
 
     yield
     await close_enqueue_pools()
+    # The async ORM's connection lives in asgiref's shared thread: close it there.
+    await sync_to_async(connections.close_all)()
 
 
 def task_db_conninfo() -> str:

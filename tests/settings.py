@@ -28,7 +28,7 @@ AIOTASKQ = {
     # Short enough that a lost notification shows within a test, long enough that a test
     # asserting a wake-up by NOTIFY or by ETA would fail if it only ran at the poll.
     "POLL_INTERVAL": float(os.environ.get("AIOTASKQ_TEST_POLL", "5")),
-    "DIRTY_AFTER": 3.0,
+    "DIRTY_AFTER": float(os.environ.get("AIOTASKQ_TEST_DIRTY_AFTER", "3")),
     "HEARTBEAT_INTERVAL": 0.5,
 }
 LOGGING_CONFIG = None

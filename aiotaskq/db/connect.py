@@ -22,6 +22,7 @@ __all__ = [
     "close_enqueue_pools",
     "conninfo",
     "enqueue_pool",
+    "recover",
     "translate_errors",
     "worker_pool",
 ]
@@ -86,6 +87,16 @@ def worker_pool(name: str) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
         # fresh one from the pool. Checking each one on the way out would cost a round trip.
         reconnect_timeout=float("inf"),
     )
+
+
+async def recover(pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]) -> None:
+    """After a connection failed, test the pool's idle connections and replace the dead ones
+    now: when the server cut them all at once, the next attempt then gets a live one instead
+    of the next dead one."""
+    try:
+        await pool.check()
+    except (psycopg.Error, OSError) as exc:
+        logger.debug("pool check failed: %s", exc)
 
 
 # One pool per event loop: a pool's connections and locks belong to the loop that opened them.

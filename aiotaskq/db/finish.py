@@ -104,9 +104,11 @@ async def rescue(
     policies: dict[str, int | None],
     queues: Sequence[str],
     dirty_after: float,
+    worker_id: str,
 ) -> list[tuple[uuid.UUID, str, str, str]]:
     """Requeue (or fail, when out of retries) the Dirty tasks of the names in ``policies``
-    (name -> max_retries). Returns (id, name, queue, new state) of each rescued task."""
+    (name -> max_retries), except ``worker_id``'s own. Returns (id, name, queue, new state)
+    of each rescued task."""
     with translate_errors("Rescuing Dirty tasks"):
         cur = await conn.execute(
             text("rescue"),
@@ -115,6 +117,12 @@ async def rescue(
                 "max_retries": list(policies.values()),
                 "queues": list(queues),
                 "dirty_after": dirty_after,
+                "worker_id": worker_id,
             },
         )
-        return [(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()]
+        rows = [(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()]
+        requeued = sorted({channel_for(r[2]) for r in rows if r[3] == "queued"})
+        if requeued:
+            # Wake the queues' workers: a rescued task is due now.
+            await conn.execute(text("notify"), {"channels": requeued})
+        return rows

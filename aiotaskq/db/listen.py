@@ -31,7 +31,8 @@ def channel_for(queue: str) -> str:
 
 
 async def connect_listener(queues: list[str], dsn: str | None) -> psycopg.AsyncConnection[Any]:
-    """Open a session connection (never from a pool) and LISTEN on every queue's channel.
+    """Open a session connection (never from a pool) and LISTEN on every queue's channel and
+    on the control channel (revoke requests).
 
     Raises:
         DatabaseError: the connection or a LISTEN failed.
@@ -41,10 +42,8 @@ async def connect_listener(queues: list[str], dsn: str | None) -> psycopg.AsyncC
             dsn or conninfo(), autocommit=True, application_name="aiotaskq-listener"
         )
         try:
-            for queue in queues:
-                await conn.execute(
-                    query("listen").format(channel=sql.Identifier(channel_for(queue)))
-                )
+            for channel in [CONTROL_CHANNEL, *(channel_for(q) for q in queues)]:
+                await conn.execute(query("listen").format(channel=sql.Identifier(channel)))
         except BaseException:
             await conn.close()
             raise

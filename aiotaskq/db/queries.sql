@@ -170,6 +170,9 @@ WITH dirty AS (
       ON p.name = t.name
     WHERE t.state = 'running' AND t.queue = ANY(%(queues)s::text[])
       AND t.alive_at < now() - make_interval(secs => %(dirty_after)s)
+      -- Never its own: after a stall of its loop a worker's tasks look Dirty for a moment,
+      -- but it knows they are alive.
+      AND t.worker_id <> %(worker_id)s
     FOR UPDATE OF t SKIP LOCKED
 )
 UPDATE aiotaskq_task t

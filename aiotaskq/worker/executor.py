@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django import db as django_db
 from django.db import close_old_connections
 
 from ..db import finish
@@ -104,6 +105,7 @@ class Executor:
         # Set when the jobs still running are being given back: their cancellation is then
         # not a failure, and their rows are released instead.
         self.releasing = False
+        self._repairing: asyncio.Task[None] | None = None
 
     @property
     def free(self) -> int:
@@ -176,11 +178,23 @@ class Executor:
                 extra=self._extra(job),
             )
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            if task is not None and task.is_async and isinstance(exc, django_db.Error):
+                self._repair_async_orm_connection()
             self._fail(job, task, exc, args_json, kwargs_json)
         else:
             self._reporter.ack(job.lease)
         finally:
             self._finished(job)
+
+    def _repair_async_orm_connection(self) -> None:
+        """The async ORM runs in asgiref's shared thread, whose Django connection no request
+        cycle ever checks: after a database error, do there what Django does at the end of
+        a request, so a connection the server cut is replaced instead of failing every
+        later task. Fire and forget: the task's outcome does not wait for it."""
+        if self._repairing is None or self._repairing.done():
+            self._repairing = asyncio.get_running_loop().create_task(
+                sync_to_async(close_old_connections, thread_sensitive=True)()
+            )
 
     async def _run_sync(
         self,

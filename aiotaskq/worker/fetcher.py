@@ -12,6 +12,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ..db.claim import claim, next_eta
+from ..db.connect import recover
 from ..errors import DatabaseError
 from .events import first_of
 from .executor import Executor
@@ -88,6 +89,7 @@ class Fetcher:
                     self._executor.start(rows)
                     due_in = None if more else await next_eta(conn, self._queues)
             except (DatabaseError, psycopg.Error, OSError) as exc:
+                await recover(self._pool)
                 logger.warning(
                     "fetcher.claim_failed: %s; retrying in %.1f s",
                     exc,

@@ -11,6 +11,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ..db import finish
+from ..db.connect import recover
 from ..errors import DatabaseError
 from .executor import Executor
 from .reporter import Reporter
@@ -70,6 +71,7 @@ class Heartbeat:
             async with self._pool.connection() as conn:
                 held = await finish.heartbeat(conn, leases, self._worker_id)
         except (DatabaseError, psycopg.Error, OSError) as exc:
+            await recover(self._pool)
             logger.warning("heartbeat.failed: %s", exc, extra={"worker_id": self._worker_id})
             return
         self.beats += 1

@@ -95,7 +95,7 @@ class Worker:
         self.id = self.config.worker_id
         self.queues: list[str] = list(self.config.queues) or [settings.DEFAULT_QUEUE]
         self.budget = ConnectionBudget(
-            listener=1 if settings.LISTEN else 0,
+            listener=1 if settings.LISTEN and not self.config.burst else 0,
             pool=settings.WORKER_POOL_SIZE,
             threads=self.config.threads,
         )
@@ -106,6 +106,9 @@ class Worker:
         self.ready: asyncio.Event | None = None
         self.listener: Listener | None = None
         self.executor: Executor | None = None
+        #: Sync tasks still running in their threads when :meth:`run` returned (their rows
+        #: were given back). A process that owns the worker may exit without waiting.
+        self.abandoned_threads = 0
 
     def stop(self) -> None:
         """Ask for a graceful stop; a second call skips the rest of the grace period.
@@ -233,6 +236,7 @@ class Worker:
             )
             await first_of(executor.wait_empty(), self._forced.wait(), timeout=self.config.grace)
         left = await executor.give_back(timeout=5.0)
+        self.abandoned_threads = sum(1 for job in left if job.is_sync)
         # The reporter's own loop writes (and retries) every outcome handed in; wait for it
         # rather than flush beside it, so a batch in flight is never cut off.
         await first_of(reporter.wait_idle(), timeout=_OUTCOME_TIMEOUT)

@@ -12,6 +12,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ..db import finish
+from ..db.connect import recover
 from ..errors import DatabaseError
 
 __all__ = ["Reporter"]
@@ -19,7 +20,7 @@ __all__ = ["Reporter"]
 logger = logging.getLogger(__name__)
 
 Lease = finish.Lease
-_BACKOFF_MAX = 10.0
+_BACKOFF_MAX = 2.0
 
 
 class Reporter:
@@ -77,6 +78,7 @@ class Reporter:
                 await self.flush()
                 backoff = 0.1
             except DatabaseError as exc:
+                await recover(self._pool)
                 logger.warning(
                     "reporter.flush_failed: %s; %d outcomes kept, retrying in %.1f s",
                     exc,

@@ -10,6 +10,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ..db import finish
+from ..db.connect import recover
 from ..errors import DatabaseError
 from ..tasks.registry import registered
 
@@ -56,8 +57,11 @@ class Rescuer:
             return 0
         try:
             async with self._pool.connection() as conn:
-                rows = await finish.rescue(conn, policies, self._queues, self._dirty_after)
+                rows = await finish.rescue(
+                    conn, policies, self._queues, self._dirty_after, self._worker_id
+                )
         except (DatabaseError, psycopg.Error, OSError) as exc:
+            await recover(self._pool)
             logger.warning("rescue.failed: %s", exc, extra={"worker_id": self._worker_id})
             return 0
         for task_id, name, queue, state in rows:

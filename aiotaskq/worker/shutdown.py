@@ -8,7 +8,7 @@ import signal
 
 from .lifecycle import Worker
 
-__all__ = ["install_signal_handlers"]
+__all__ = ["ignore_stop_signals", "install_signal_handlers"]
 
 
 def install_signal_handlers(worker: Worker) -> None:
@@ -20,3 +20,15 @@ def install_signal_handlers(worker: Worker) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
+
+
+def ignore_stop_signals() -> None:
+    """Once the worker has stopped, ignore SIGTERM and SIGINT until the process exits.
+
+    The loop would otherwise restore the default action when it closes, and a late signal
+    (an impatient operator, a supervisor's repeat) would turn a clean exit into a kill.
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)

@@ -8,7 +8,9 @@ import os
 import time
 from typing import Any
 
-from aiotaskq import task
+from django.db import DatabaseError
+
+from aiotaskq import Retry, Snooze, task
 
 from .models import Execution
 
@@ -64,3 +66,130 @@ async def types(label: str, *args: Any, **kwargs: Any) -> None:
 @task
 async def noop() -> None:
     return None
+
+
+# --- Fault tests. These append to a file ledger (AIOTASKQ_TEST_LEDGER) rather than a table,
+# so that terminating database connections cannot blur what ran: one line per execution,
+# written with O_APPEND after the task's last step that can fail.
+
+
+def _ledger(label: str, event: str = "ran") -> None:
+    line = f"{label} {event} {os.getpid()}\n".encode()
+    fd = os.open(os.environ["AIOTASKQ_TEST_LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+@task(
+    autoretry_for=(DatabaseError,),
+    retry_kwargs={"countdown": 0.05, "max_retries": 50},
+    on_dirty="retry",
+)
+async def ledger_async(label: str) -> None:
+    """Reads through the ORM (a Django connection a fault may cut), then records."""
+    await Execution.objects.filter(label=label).aexists()
+    _ledger(label)
+
+
+@task(
+    autoretry_for=(DatabaseError,),
+    retry_kwargs={"countdown": 0.05, "max_retries": 50},
+    on_dirty="retry",
+)
+def ledger_sync(label: str) -> None:
+    Execution.objects.filter(label=label).exists()
+    _ledger(label)
+
+
+@task(on_dirty="retry", max_retries=3)
+async def slow_idempotent(label: str, seconds: float) -> None:
+    """Sleeps on its first run only, so a rescued rerun finishes at once."""
+    first = not await Execution.objects.filter(label=f"{label}:start").aexists()
+    await Execution.objects.acreate(label=f"{label}:start", pid=os.getpid())
+    if first:
+        await asyncio.sleep(seconds)
+    await Execution.objects.acreate(label=label, pid=os.getpid())
+
+
+@task(on_dirty="retry", max_retries=3)
+async def succeed_first_fail_rerun(label: str, seconds: float) -> None:
+    """The first run sleeps and succeeds; any later run fails at once."""
+    runs = await Execution.objects.filter(label=f"{label}:start").acount()
+    await Execution.objects.acreate(label=f"{label}:start", pid=os.getpid())
+    if runs:
+        raise RuntimeError("a rerun fails on purpose")
+    await asyncio.sleep(seconds)
+    await Execution.objects.acreate(label=label, pid=os.getpid())
+
+
+@task
+async def block_loop(label: str, seconds: float) -> None:
+    time.sleep(seconds)  # noqa: ASYNC251 - a blocking call that stalls the loop on purpose
+    await Execution.objects.acreate(label=label, pid=os.getpid())
+
+
+@task(autoretry_for=(RuntimeError,), retry_kwargs={"countdown": 0.1}, max_retries=3)
+async def flaky(label: str, failures: int) -> None:
+    """Fails its first ``failures`` runs, then succeeds."""
+    runs = await Execution.objects.filter(label=label).acount()
+    await Execution.objects.acreate(label=label, pid=os.getpid())
+    if runs < failures:
+        raise RuntimeError(f"failure {runs + 1} of {failures}")
+
+
+@task(
+    autoretry_for=(LookupError,),
+    dont_autoretry_for=(KeyError,),
+    retry_backoff=0.2,
+    retry_jitter=False,
+    max_retries=2,
+)
+async def backoff(label: str, exc: str) -> None:
+    await Execution.objects.acreate(label=label, pid=os.getpid())
+    raise {"lookup": LookupError, "key": KeyError}[exc](label)
+
+
+@task(max_retries=5)
+async def explicit_retry(label: str, times: int) -> None:
+    runs = await Execution.objects.filter(label=label).acount()
+    await Execution.objects.acreate(label=label, pid=os.getpid())
+    if runs < times:
+        raise Retry(countdown=0.1, exc=ValueError(f"not yet ({runs})"))
+
+
+@task(max_retries=0)
+async def snooze_once(label: str) -> None:
+    runs = await Execution.objects.filter(label=label).acount()
+    await Execution.objects.acreate(label=label, pid=os.getpid())
+    if runs == 0:
+        raise Snooze(0.3)
+
+
+@task(time_limit=0.5, max_retries=0)
+async def too_slow(label: str, seconds: float) -> None:
+    await Execution.objects.acreate(label=f"{label}:start", pid=os.getpid())
+    await asyncio.sleep(seconds)
+    await Execution.objects.acreate(label=label, pid=os.getpid())
+
+
+@task(time_limit=0.3)
+def too_slow_sync(label: str, seconds: float) -> None:
+    time.sleep(seconds)
+    Execution.objects.create(label=label, pid=os.getpid())
+
+
+@task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@task
+async def aadd(x: int, y: int) -> int:
+    return x + y
+
+
+@task
+def explode() -> None:
+    raise ValueError("eager failure")
