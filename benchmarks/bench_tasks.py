@@ -11,18 +11,21 @@ from benchmarks import probe
 
 @task
 async def noop(i: int = 0) -> None:
-    probe.first_start()
+    probe.task_started()
+    probe.task_finished()
 
 
 @task
 def noop_sync(i: int = 0) -> None:
-    probe.first_start()
+    probe.task_started()
+    probe.task_finished()
 
 
 @task
 async def sleep_for(seconds: float) -> None:
-    probe.first_start()
+    probe.task_started()
     await asyncio.sleep(seconds)
+    probe.task_finished()
 
 
 @task

@@ -1,23 +1,28 @@
 """The tasks' side of the benchmark's probe.
 
-A benchmark task reports to the benchmark with one UDP datagram on loopback, sent to the
+A benchmark task reports to the benchmark with a UDP datagram on loopback, sent to the
 address in ``AIOTASKQ_BENCH_PROBE`` (``host:port``); without it, reports go nowhere. A
-datagram costs a few microseconds and no database work, so reporting adds nothing to the
-load being measured. Standard library only: the peer's tasks use it too.
+datagram costs a few microseconds and no database work, and a drain sends only two per
+worker process (its first task's start, and the moment it has finished
+``AIOTASKQ_BENCH_EXPECT`` tasks), so reporting adds nothing to the load being measured.
+Standard library only: the peer's tasks use it too.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
 import time
 
-__all__ = ["first_start", "started"]
+__all__ = ["started", "task_finished", "task_started"]
 
 _sock: socket.socket | None = None
 _addr: tuple[str, int] | None = None
-_first_sent = False
+_started = itertools.count(1)
+_finished = itertools.count(1)
+_expect = int(os.environ.get("AIOTASKQ_BENCH_EXPECT") or 0)
 
 
 def _send(payload: dict[str, object]) -> None:
@@ -33,12 +38,17 @@ def _send(payload: dict[str, object]) -> None:
     _sock.sendto(json.dumps(payload).encode(), _addr)
 
 
-def first_start() -> None:
-    """Report the start of this process's first task (later calls cost one global read)."""
-    global _first_sent
-    if not _first_sent:
-        _first_sent = True
+def task_started() -> None:
+    """Call first thing in a task: the process's first call is reported."""
+    # next() on an itertools.count is atomic under the GIL, so threads may call this too.
+    if next(_started) == 1:
         _send({"kind": "first", "t": time.time(), "pid": os.getpid()})
+
+
+def task_finished() -> None:
+    """Call last thing in a task: the call that makes ``AIOTASKQ_BENCH_EXPECT`` is reported."""
+    if next(_finished) == _expect:
+        _send({"kind": "done", "t": time.time(), "pid": os.getpid()})
 
 
 def started(sample: int) -> None:

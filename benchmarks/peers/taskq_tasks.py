@@ -10,7 +10,8 @@ from benchmarks import probe
 
 @shared_task
 def noop(i: int = 0) -> None:
-    probe.first_start()
+    probe.task_started()
+    probe.task_finished()
 
 
 @shared_task
