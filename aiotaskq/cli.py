@@ -47,6 +47,12 @@ def add_commands(parser: argparse.ArgumentParser, *, settings_option: bool = Tru
         default=30.0,
         help="seconds in-flight tasks get to finish on SIGTERM (default 30)",
     )
+    run.add_argument(
+        "--db-threads",
+        type=_positive,
+        default=4,
+        help="threads (and Django connections) for the ORM calls of async tasks (default 4)",
+    )
     run.add_argument("--burst", action="store_true", help="run what is due, then exit")
     run.add_argument(
         "--loop",
@@ -170,6 +176,7 @@ def _run(options: argparse.Namespace) -> int:
             queues=tuple(options.queues or ()),
             concurrency=options.concurrency,
             threads=options.threads,
+            db_threads=options.db_threads,
             grace=options.grace,
             burst=options.burst,
         )

@@ -223,9 +223,45 @@ def test_manage_py_command_runs_a_worker(db: Any) -> None:
 
 
 def test_worker_prints_its_budget(worker: Any) -> None:
-    proc = worker("--concurrency", "200", "--threads", "4", "--queues", "a,b")
+    proc = worker("--concurrency", "200", "--threads", "4", "--db-threads", "2", "--queues", "a,b")
     log = proc.log()
     assert "queues:      a, b" in log
     assert "concurrency: 200" in log
-    assert "12 connections at most" not in log
-    assert "8 connections at most (1 listener + 3 pool + 4 for sync tasks" in log
+    assert (
+        "10 connections at most (1 listener + 3 pool + 4 sync-task threads + 2 ORM threads "
+        "of async tasks)"
+    ) in log
+
+
+def test_async_orm_tasks_stay_within_the_connection_budget(worker: Any, db: Any) -> None:
+    from django.db import connections
+
+    connections.close_all()
+    total = 1000
+    aiotaskq.enqueue_many(tasks.orm_read_write.s(f"o{i}") for i in range(total))
+    proc = worker("--concurrency", "200", "--threads", "2", "--db-threads", "3", wait=False)
+    budget = 1 + 3 + 2 + 3
+    me = db.info.backend_pid
+    seen = 0
+
+    def others() -> int:
+        return int(
+            db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend' AND pid <> %s",
+                (me,),
+            ).fetchone()[0]
+        )
+
+    def done() -> bool:
+        nonlocal seen
+        seen = max(seen, others())
+        return Execution.objects.filter(value="written").count() == total
+
+    wait_for(done, timeout=120, interval=0.01)
+    connections.close_all()
+    assert f"{budget} connections at most" in proc.log()
+    assert 0 < seen <= budget, f"{seen} connections seen, budget {budget}"
+    proc.signal(15)
+    assert proc.wait(30) == 0
+    wait_for(lambda: others() == 0, timeout=10, what="the worker's connections to close")

@@ -27,6 +27,7 @@ from ..retry import Decision, Retry, Snooze
 from ..serialization import decode_arguments
 from ..tasks.registry import get_task
 from ..tasks.task import Task
+from .dbthreads import DatabaseThreads
 from .reporter import Reporter
 
 __all__ = ["Executor", "Job"]
@@ -93,7 +94,15 @@ def error_record(
 class Executor:
     """Starts jobs and tracks them until their outcome is handed to the reporter."""
 
-    def __init__(self, concurrency: int, threads: int, reporter: Reporter, worker_id: str) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        threads: int,
+        reporter: Reporter,
+        worker_id: str,
+        db: DatabaseThreads,
+    ) -> None:
+        self._db = db
         self.capacity = concurrency
         self.jobs: dict[uuid.UUID, Job] = {}
         self._reporter = reporter
@@ -105,7 +114,6 @@ class Executor:
         # Set when the jobs still running are being given back: their cancellation is then
         # not a failure, and their rows are released instead.
         self.releasing = False
-        self._repairing: asyncio.Task[None] | None = None
 
     @property
     def free(self) -> int:
@@ -152,7 +160,7 @@ class Executor:
             args, kwargs = decode_arguments(args_json, kwargs_json)
             limit = job.time_limit or task.time_limit
             if task.is_async:
-                await _run_coroutine(task.fn, args, kwargs, limit)
+                await self._run_async(task.fn, args, kwargs, limit)
             else:
                 job.is_sync = True
                 await self._run_sync(job, task.fn, args, kwargs, limit)
@@ -178,23 +186,33 @@ class Executor:
                 extra=self._extra(job),
             )
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
-            if task is not None and task.is_async and isinstance(exc, django_db.Error):
-                self._repair_async_orm_connection()
             self._fail(job, task, exc, args_json, kwargs_json)
         else:
             self._reporter.ack(job.lease)
         finally:
             self._finished(job)
 
-    def _repair_async_orm_connection(self) -> None:
-        """The async ORM runs in asgiref's shared thread, whose Django connection no request
-        cycle ever checks: after a database error, do there what Django does at the end of
-        a request, so a connection the server cut is replaced instead of failing every
-        later task. Fire and forget: the task's outcome does not wait for it."""
-        if self._repairing is None or self._repairing.done():
-            self._repairing = asyncio.get_running_loop().create_task(
-                sync_to_async(close_old_connections, thread_sensitive=True)()
-            )
+    async def _run_async(
+        self,
+        fn: Callable[..., Any],
+        args: list[Any],
+        kwargs: dict[str, Any],
+        limit: float | None,
+    ) -> None:
+        # The task's ORM calls all go to one of the worker's database threads.
+        slot = self._db.acquire()
+        try:
+            context = self._db.bind(slot)
+            if context is None:
+                await _run_coroutine(fn, args, kwargs, limit)
+            else:
+                async with context:
+                    await _run_coroutine(fn, args, kwargs, limit)
+        except django_db.Error:
+            self._db.repair(slot)
+            raise
+        finally:
+            self._db.release(slot)
 
     async def _run_sync(
         self,

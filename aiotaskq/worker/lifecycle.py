@@ -20,6 +20,7 @@ from ..db import finish
 from ..db.connect import translate_errors, worker_pool
 from ..errors import ConfigurationError, DatabaseError
 from ..tasks.enqueue import validate_queue
+from .dbthreads import DatabaseThreads
 from .events import first_of
 from .executor import Executor
 from .fetcher import Fetcher
@@ -34,6 +35,14 @@ logger = logging.getLogger(__name__)
 
 # How long a stopping worker keeps trying to write the outcomes of finished tasks.
 _OUTCOME_TIMEOUT = 30.0
+# How often Django's connection hygiene runs in the ORM threads of coroutine tasks.
+_TIDY_EVERY = 5.0
+
+
+async def _tidy(db_threads: DatabaseThreads, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        await db_threads.tidy()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +52,8 @@ class WorkerConfig:
     queues: tuple[str, ...] = ()  # empty: AIOTASKQ["DEFAULT_QUEUE"]
     concurrency: int = 100
     threads: int = 8
+    #: Threads (and so Django connections) for the ORM calls of coroutine tasks.
+    db_threads: int = 4
     grace: float = 30.0
     #: Drain what is due, then return (for tests and one-off runs).
     burst: bool = False
@@ -51,7 +62,7 @@ class WorkerConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("concurrency", "threads"):
+        for name in ("concurrency", "threads", "db_threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}.")
@@ -68,15 +79,17 @@ class ConnectionBudget:
     listener: int
     pool: int
     threads: int
+    db_threads: int
 
     @property
     def total(self) -> int:
-        return self.listener + self.pool + self.threads
+        return self.listener + self.pool + self.threads + self.db_threads
 
     def __str__(self) -> str:
         return (
             f"{self.total} connections at most ({self.listener} listener + {self.pool} pool "
-            f"+ {self.threads} for sync tasks' Django connections)"
+            f"+ {self.threads} sync-task threads + {self.db_threads} ORM threads of async "
+            "tasks)"
         )
 
 
@@ -98,6 +111,7 @@ class Worker:
             listener=1 if settings.LISTEN and not self.config.burst else 0,
             pool=settings.WORKER_POOL_SIZE,
             threads=self.config.threads,
+            db_threads=self.config.db_threads,
         )
         self._stopping: asyncio.Event | None = None
         self._forced: asyncio.Event | None = None
@@ -173,7 +187,10 @@ class Worker:
             raise
         wake = asyncio.Event()
         reporter = Reporter(pool, self.id)
-        executor = Executor(self.config.concurrency, self.config.threads, reporter, self.id)
+        db_threads = DatabaseThreads(self.config.db_threads)
+        executor = Executor(
+            self.config.concurrency, self.config.threads, reporter, self.id, db_threads
+        )
         self.executor = executor
         heartbeat = Heartbeat(pool, executor, reporter, self.id, settings.HEARTBEAT_INTERVAL)
         fetcher = Fetcher(
@@ -191,6 +208,9 @@ class Worker:
         try:
             background.append(asyncio.create_task(reporter.run(), name="aiotaskq-reporter"))
             background.append(asyncio.create_task(heartbeat.run(), name="aiotaskq-heartbeat"))
+            background.append(
+                asyncio.create_task(_tidy(db_threads, _TIDY_EVERY), name="aiotaskq-db-tidy")
+            )
             rescuer = Rescuer(pool, self.queues, settings.DIRTY_AFTER, self.id)
             background.append(asyncio.create_task(rescuer.run(), name="aiotaskq-rescuer"))
             if settings.LISTEN and not self.config.burst:
@@ -222,6 +242,7 @@ class Worker:
                 bg.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             executor.shutdown_threads()
+            await db_threads.close()
             await pool.close(timeout=5)
             logger.info("worker.stopped: %s", self.id, extra={"worker_id": self.id})
 

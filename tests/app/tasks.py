@@ -193,3 +193,11 @@ async def aadd(x: int, y: int) -> int:
 @task
 def explode() -> None:
     raise ValueError("eager failure")
+
+
+@task
+async def orm_read_write(label: str) -> None:
+    """Reads and writes through the async ORM, with a pause between, like real work."""
+    row = await Execution.objects.acreate(label=label, pid=os.getpid())
+    await asyncio.sleep(0.02)
+    await Execution.objects.filter(pk=row.pk).aupdate(value="written")
