@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
+from asgiref.sync import sync_to_async
+
 from ..conf import get_settings
 from ..db import enqueue as db_enqueue
 from ..errors import ConfigurationError
@@ -161,8 +163,15 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         priority: int | None = None,
         time_limit: float | None = None,
+        transaction: bool = False,
     ) -> AsyncResult:
-        """The async twin of :meth:`apply_async`."""
+        """The async twin of :meth:`apply_async`.
+
+        By default the task is written in its own autocommit statement: committed when this
+        returns. With ``transaction=True`` it is written on Django's connection instead (in
+        asgiref's thread-sensitive thread, where ``sync_to_async`` code runs), so it commits
+        or rolls back with an ``atomic()`` block that code holds.
+        """
         options = Options(
             countdown=countdown,
             eta=eta,
@@ -171,9 +180,12 @@ class Task(Generic[P, R]):
             priority=priority,
             time_limit=time_limit,
         )
-        return await Signature(
+        signature = Signature(
             task=self, args=tuple(args or ()), kwargs=dict(kwargs or {}), options=options
-        ).aapply_async()
+        )
+        if transaction:
+            return await sync_to_async(signature.apply_async, thread_sensitive=True)()
+        return await signature.aapply_async()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
