@@ -11,6 +11,8 @@ class State(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     FAILED = "failed", "Failed"
+    #: Only tasks that keep their result (Django's tasks framework) reach it; ours are deleted.
+    SUCCEEDED = "succeeded", "Succeeded"
 
 
 class Task(models.Model):
@@ -18,7 +20,8 @@ class Task(models.Model):
 
     A row is ``queued`` until a worker claims it, ``running`` while a worker holds its lease
     (Active while ``alive_at`` is fresh, Dirty once it is older than ``DIRTY_AFTER``), and
-    ``failed`` when its last attempt raised. A task that succeeds is deleted.
+    ``failed`` when its last attempt raised. A task that succeeds is deleted, unless it keeps
+    its result (``succeeded``, until ``expires_at``; Django's tasks framework).
     """
 
     id = models.UUIDField(primary_key=True)
@@ -43,6 +46,9 @@ class Task(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     alive_at = models.DateTimeField(null=True, blank=True, help_text="The last heartbeat.")
     finished_at = models.DateTimeField(null=True, blank=True)
+    return_value = models.JSONField(
+        null=True, blank=True, help_text="The JSON-normalised return value, when kept."
+    )
     errors = models.JSONField(
         db_default=models.Value([], models.JSONField()),
         help_text="One entry per failed attempt: exception type, message, traceback.",
@@ -59,6 +65,12 @@ class Task(models.Model):
                 name="aiotaskq_task_due",
                 condition=models.Q(state="queued"),
             ),
+            # Pruning kept results once they expire.
+            models.Index(
+                fields=["expires_at"],
+                name="aiotaskq_task_result_expiry",
+                condition=models.Q(state="succeeded"),
+            ),
             # The next ETA of a queue, and the Pending/Future counts.
             models.Index(
                 fields=["queue", "execute_at"],
@@ -68,7 +80,7 @@ class Task(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(state__in=["queued", "running", "failed"]),
+                condition=models.Q(state__in=["queued", "running", "failed", "succeeded"]),
                 name="aiotaskq_task_state_valid",
             ),
         ]

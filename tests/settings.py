@@ -24,7 +24,7 @@ INSTALLED_APPS = [
     "tests.app",
 ]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-AIOTASKQ = {
+AIOTASKQ: dict[str, Any] = {
     # Short enough that a lost notification shows within a test, long enough that a test
     # asserting a wake-up by NOTIFY or by ETA would fail if it only ran at the poll.
     "POLL_INTERVAL": float(os.environ.get("AIOTASKQ_TEST_POLL", "5")),
@@ -35,3 +35,15 @@ LOGGING_CONFIG = None
 # Like a deployment that keeps connections: close_old_connections() around each sync task
 # then reuses them instead of reconnecting per task.
 DATABASES["default"]["CONN_MAX_AGE"] = 60
+
+import django  # noqa: E402
+
+if django.VERSION >= (6, 0):
+    # Django's tasks framework, run by aiotaskq workers (tests/test_backend.py).
+    TASKS = {
+        "default": {
+            "BACKEND": "aiotaskq.backend.AiotaskqBackend",
+            "QUEUES": ["default", "a", "b", "other"],
+        }
+    }
+    AIOTASKQ["IMPORTS"] = ["tests.app.django_tasks"]

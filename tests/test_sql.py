@@ -64,6 +64,15 @@ PARAMS: dict[str, dict[str, Any]] = {
         "dirty": True,
         "dirty_after": 10.0,
     },
+    "succeed": {
+        "ids": [uuid.uuid4()],
+        "attempts": [1],
+        "worker_id": "w",
+        "values": ["1"],
+        "retentions": [60.0],
+    },
+    "prune": {"limit": 10},
+    "result": {"id": uuid.uuid4(), "dirty_after": 10.0},
     "status": {"dirty_after": 10.0},
 }
 

@@ -15,7 +15,15 @@ from .connect import connection, conninfo, translate_errors
 from .listen import CONTROL_CHANNEL, channel_for
 from .sql import text
 
-__all__ = ["Selection", "delete", "requeue", "revoke", "revoke_sync"]
+__all__ = [
+    "Selection",
+    "delete",
+    "fetch_row",
+    "fetch_row_sync",
+    "requeue",
+    "revoke",
+    "revoke_sync",
+]
 
 
 def _revoke_params(task_id: uuid.UUID) -> dict[str, Any]:
@@ -79,3 +87,19 @@ async def delete(selection: Selection, dirty_after: float) -> int:
         async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
             cur = await conn.execute(text("delete"), selection.params(dirty_after))
             return cur.rowcount
+
+
+def fetch_row_sync(task_id: uuid.UUID, alias: str, dirty_after: float) -> tuple[Any, ...] | None:
+    """One task's row (the ``result`` statement) on Django's connection, or ``None``."""
+    with translate_errors("Reading a task"), connections[alias].cursor() as cursor:
+        cursor.execute(text("result"), {"id": task_id, "dirty_after": dirty_after})
+        row = cursor.fetchone()
+    return tuple(row) if row is not None else None
+
+
+async def fetch_row(task_id: uuid.UUID, dirty_after: float) -> tuple[Any, ...] | None:
+    """The async twin of :func:`fetch_row_sync`."""
+    with translate_errors("Reading a task"):
+        async with connection() as conn:
+            cur = await conn.execute(text("result"), {"id": task_id, "dirty_after": dirty_after})
+            return await cur.fetchone()

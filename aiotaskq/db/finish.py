@@ -15,7 +15,18 @@ from .connect import translate_errors
 from .listen import channel_for
 from .sql import text
 
-__all__ = ["Reschedule", "ack", "fail", "heartbeat", "release", "rescue", "retry"]
+__all__ = [
+    "Kept",
+    "Reschedule",
+    "ack",
+    "fail",
+    "heartbeat",
+    "prune",
+    "release",
+    "rescue",
+    "retry",
+    "succeed",
+]
 
 Lease = tuple[uuid.UUID, int]
 
@@ -29,6 +40,15 @@ class Reschedule:
     error: str | None
     countdown: float | None
     eta: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A successful attempt whose result is kept (JSON) for ``retention`` seconds."""
+
+    lease: Lease
+    value: str
+    retention: float
 
 
 def _lease_params(leases: Sequence[Lease], worker_id: str) -> dict[str, Any]:
@@ -126,3 +146,20 @@ async def rescue(
             # Wake the queues' workers: a rescued task is due now.
             await conn.execute(text("notify"), {"channels": requeued})
         return rows
+
+
+async def succeed(conn: psycopg.AsyncConnection[Any], items: Sequence[Kept], worker_id: str) -> int:
+    """Keep the results of successful attempts."""
+    params = _lease_params([item.lease for item in items], worker_id)
+    params["values"] = [item.value for item in items]
+    params["retentions"] = [item.retention for item in items]
+    with translate_errors("Keeping results"):
+        cur = await conn.execute(text("succeed"), params, prepare=True)
+        return cur.rowcount
+
+
+async def prune(conn: psycopg.AsyncConnection[Any], limit: int = 1000) -> int:
+    """Delete up to ``limit`` kept results past their retention."""
+    with translate_errors("Pruning kept results"):
+        cur = await conn.execute(text("prune"), {"limit": limit})
+        return cur.rowcount

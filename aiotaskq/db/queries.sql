@@ -111,6 +111,41 @@ WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
   AND t.state = 'running';
 
 
+-- name: succeed
+-- Successful tasks that keep their result (Django's tasks framework), many at once: the row
+-- stays as "succeeded" with the return value until expires_at (now + its retention).
+-- Lease-checked like ack.
+UPDATE aiotaskq_task t
+SET state = 'succeeded', finished_at = now(), alive_at = now(),
+    return_value = l.value::jsonb, expires_at = now() + make_interval(secs => l.retention)
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(values)s::text[], %(retentions)s::float8[])
+     AS l(id, attempt, value, retention)
+WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
+  AND t.state = 'running';
+
+
+-- name: prune
+-- Kept results past their retention, a bounded batch at a time (the partial index
+-- aiotaskq_task_result_expiry finds them); SKIP LOCKED lets workers prune side by side.
+DELETE FROM aiotaskq_task
+WHERE id IN (
+    SELECT id FROM aiotaskq_task
+    WHERE state = 'succeeded' AND expires_at < now()
+    ORDER BY expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+);
+
+
+-- name: result
+-- One task's row, for Django's get_result(). Reads only.
+SELECT id, name, queue, priority, state, args::text, kwargs::text, created_at, started_at,
+       finished_at, attempt, worker_id, errors::text, return_value::text, execute_at,
+       (state = 'running' AND alive_at < now() - make_interval(secs => %(dirty_after)s)) AS dirty
+FROM aiotaskq_task
+WHERE id = %(id)s;
+
+
 -- name: fail
 -- Failed tasks, many at once: kept with the attempt's error appended, for inspection and
 -- re-run. Lease-checked like ack.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
@@ -19,7 +20,7 @@ from .enqueue import Expires, aenqueue_many, build_row, enqueue_many, validate_q
 from .registry import register
 from .result import AsyncResult
 
-__all__ = ["Signature", "Task", "shared_task", "task"]
+__all__ = ["Attempt", "Signature", "Task", "shared_task", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,6 +39,16 @@ class Options:
 
 
 OnDirty = Literal["keep", "retry"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """The attempt being run, handed as the first argument to a task that asks for it
+    (``wants_attempt``; Django's tasks framework builds its ``TaskContext`` from it)."""
+
+    task_id: uuid.UUID
+    number: int
+    worker_id: str
 
 
 class Task(Generic[P, R]):
@@ -59,6 +70,8 @@ class Task(Generic[P, R]):
         time_limit: float | None = None,
         on_dirty: OnDirty = "keep",
         policy: RetryPolicy | None = None,
+        result_retention: float | None = None,
+        wants_attempt: bool = False,
     ) -> None:
         self.fn = fn
         self.name: str = name or f"{fn.__module__}.{fn.__qualname__}"
@@ -85,6 +98,10 @@ class Task(Generic[P, R]):
         #: What becomes of a Dirty task of this name: kept for a person, or rerun.
         self.on_dirty: OnDirty = on_dirty
         self.policy: RetryPolicy = policy or RetryPolicy()
+        #: Seconds a successful result is kept (``None``: the row is deleted on success).
+        self.result_retention = result_retention
+        #: The function takes an :class:`Attempt` before its own arguments.
+        self.wants_attempt = wants_attempt
         self.is_async: bool = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", self.name)

@@ -26,7 +26,7 @@ from ..errors import Revoked, TimeLimitExceeded
 from ..retry import Decision, Retry, Snooze
 from ..serialization import decode_arguments
 from ..tasks.registry import get_task
-from ..tasks.task import Task
+from ..tasks.task import Attempt, Task
 from .dbthreads import DatabaseThreads
 from .reporter import Reporter
 
@@ -158,12 +158,19 @@ class Executor:
         try:
             task = get_task(job.name)
             args, kwargs = decode_arguments(args_json, kwargs_json)
+            if task.wants_attempt:
+                args.insert(
+                    0, Attempt(task_id=job.id, number=job.attempt, worker_id=self._worker_id)
+                )
             limit = job.time_limit or task.time_limit
             if task.is_async:
-                await self._run_async(task.fn, args, kwargs, limit)
+                value = await self._run_async(task.fn, args, kwargs, limit)
             else:
                 job.is_sync = True
-                await self._run_sync(job, task.fn, args, kwargs, limit)
+                value = await self._run_sync(job, task.fn, args, kwargs, limit)
+            kept = None
+            if task.result_retention is not None:
+                kept = finish.Kept(job.lease, json.dumps(value), task.result_retention)
         except asyncio.CancelledError:
             if job.revoked:
                 self._fail(job, None, Revoked("revoked while running"), args_json, kwargs_json)
@@ -188,7 +195,10 @@ class Executor:
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             self._fail(job, task, exc, args_json, kwargs_json)
         else:
-            self._reporter.ack(job.lease)
+            if kept is None:
+                self._reporter.ack(job.lease)
+            else:
+                self._reporter.succeed(kept)
         finally:
             self._finished(job)
 
@@ -198,16 +208,15 @@ class Executor:
         args: list[Any],
         kwargs: dict[str, Any],
         limit: float | None,
-    ) -> None:
+    ) -> Any:
         # The task's ORM calls all go to one of the worker's database threads.
         slot = self._db.acquire()
         try:
             context = self._db.bind(slot)
             if context is None:
-                await _run_coroutine(fn, args, kwargs, limit)
-            else:
-                async with context:
-                    await _run_coroutine(fn, args, kwargs, limit)
+                return await _run_coroutine(fn, args, kwargs, limit)
+            async with context:
+                return await _run_coroutine(fn, args, kwargs, limit)
         except django_db.Error:
             self._db.repair(slot)
             raise
@@ -221,14 +230,14 @@ class Executor:
         args: list[Any],
         kwargs: dict[str, Any],
         limit: float | None,
-    ) -> None:
+    ) -> Any:
         watchdog = None
         if limit is not None:
             watchdog = asyncio.get_running_loop().call_later(
                 limit, self._sync_over_limit, job, limit
             )
         try:
-            await sync_to_async(_call_sync, thread_sensitive=False, executor=self._threads)(
+            return await sync_to_async(_call_sync, thread_sensitive=False, executor=self._threads)(
                 fn, args, kwargs
             )
         finally:
@@ -367,13 +376,12 @@ def _final_outcome(
 
 async def _run_coroutine(
     fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], limit: float | None
-) -> None:
+) -> Any:
     if limit is None:
-        await fn(*args, **kwargs)
-        return
+        return await fn(*args, **kwargs)
     try:
         async with asyncio.timeout(limit) as scope:
-            await fn(*args, **kwargs)
+            return await fn(*args, **kwargs)
     except TimeoutError as exc:
         if scope.expired():
             raise TimeLimitExceeded(

@@ -26,6 +26,7 @@ from .executor import Executor
 from .fetcher import Fetcher
 from .heartbeat import Heartbeat
 from .listener import Listener
+from .prune import Pruner
 from .reporter import Reporter
 from .rescue import Rescuer
 
@@ -211,6 +212,8 @@ class Worker:
             background.append(
                 asyncio.create_task(_tidy(db_threads, _TIDY_EVERY), name="aiotaskq-db-tidy")
             )
+            pruner = Pruner(pool, self.id)
+            background.append(asyncio.create_task(pruner.run(), name="aiotaskq-pruner"))
             rescuer = Rescuer(pool, self.queues, settings.DIRTY_AFTER, self.id)
             background.append(asyncio.create_task(rescuer.run(), name="aiotaskq-rescuer"))
             if settings.LISTEN and not self.config.burst:

@@ -40,6 +40,7 @@ class Reporter:
         self._acks: list[Lease] = []
         self._fails: list[tuple[Lease, str]] = []
         self._retries: list[finish.Reschedule] = []
+        self._kept: list[finish.Kept] = []
         self._pending = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -51,6 +52,11 @@ class Reporter:
 
     def fail(self, lease: Lease, error: str) -> None:
         self._fails.append((lease, error))
+        self._pending.set()
+        self._idle.clear()
+
+    def succeed(self, item: finish.Kept) -> None:
+        self._kept.append(item)
         self._pending.set()
         self._idle.clear()
 
@@ -89,9 +95,9 @@ class Reporter:
                 backoff = min(backoff * 2, _BACKOFF_MAX)
 
     async def flush(self) -> None:
-        """Write everything collected so far in at most three statements."""
-        acks, fails, retries = self._acks, self._fails, self._retries
-        self._acks, self._fails, self._retries = [], [], []
+        """Write everything collected so far in at most four statements."""
+        acks, fails, retries, kept = self._acks, self._fails, self._retries, self._kept
+        self._acks, self._fails, self._retries, self._kept = [], [], [], []
         self._pending.clear()
         try:
             async with self._pool.connection() as conn:
@@ -106,14 +112,18 @@ class Reporter:
                 if retries:
                     await finish.retry(conn, retries, self._worker_id)
                     retries = []
+                if kept:
+                    await finish.succeed(conn, kept, self._worker_id)
+                    kept = []
         except (DatabaseError, psycopg.Error, OSError) as exc:
             # Put back what was not written, ahead of what arrived meanwhile.
             self._acks[:0] = acks
             self._fails[:0] = fails
             self._retries[:0] = retries
+            self._kept[:0] = kept
             self._pending.set()
             if isinstance(exc, DatabaseError):
                 raise
             raise DatabaseError(f"Writing outcomes failed: {exc}") from exc
-        if not self._acks and not self._fails and not self._retries:
+        if not (self._acks or self._fails or self._retries or self._kept):
             self._idle.set()
