@@ -16,6 +16,7 @@ Failed results stay, like every failed task, for inspection.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import traceback
 import uuid
@@ -177,19 +178,14 @@ class AiotaskqBackend(BaseTaskBackend):
         )
 
     def _ready(self, task: AnyTask, row: Any, args: Any, kwargs: Any) -> AnyResult:
-        return TaskResult(
-            task=task,
-            id=str(row.id),
-            status=TaskResultStatus.READY,
+        return _new_result(
+            task,
+            str(row.id),
+            TaskResultStatus.READY,
+            self.alias,
+            args,
+            kwargs,
             enqueued_at=timezone.now(),
-            started_at=None,
-            finished_at=None,
-            last_attempted_at=None,
-            args=list(args),
-            kwargs=dict(kwargs),
-            backend=self.alias,
-            errors=[],
-            worker_ids=[],
         )
 
     def enqueue(self, task: AnyTask, args: Sequence[Any], kwargs: dict[str, Any]) -> AnyResult:
@@ -305,6 +301,35 @@ def _parse_id(result_id: str) -> uuid.UUID:
         raise TaskResultDoesNotExist(result_id) from None
 
 
+def _new_result(
+    task: AnyTask,
+    result_id: str,
+    status: TaskResultStatus,
+    alias: str,
+    args: Any,
+    kwargs: Any,
+    *,
+    enqueued_at: dt.datetime | None = None,
+    started_at: dt.datetime | None = None,
+    worker_ids: list[str] | None = None,
+) -> AnyResult:
+    """A result not read from the table: at enqueue, or for the attempt being run."""
+    return TaskResult(
+        task=task,
+        id=result_id,
+        status=status,
+        enqueued_at=enqueued_at,
+        started_at=started_at,
+        finished_at=None,
+        last_attempted_at=started_at,
+        args=list(args),
+        kwargs=dict(kwargs),
+        backend=alias,
+        errors=[],
+        worker_ids=worker_ids or [],
+    )
+
+
 def _running(
     task: AnyTask, backend: AiotaskqBackend, attempt: Attempt, args: Any, kwargs: Any
 ) -> AnyResult:
@@ -312,18 +337,14 @@ def _running(
     # The ids of earlier attempts are not at hand here (get_result has them); the length,
     # which TaskContext.attempt reads, is right.
     worker_ids = [""] * (attempt.number - 1) + [attempt.worker_id]
-    return TaskResult(
-        task=task,
-        id=str(attempt.task_id),
-        status=TaskResultStatus.RUNNING,
-        enqueued_at=None,
+    return _new_result(
+        task,
+        str(attempt.task_id),
+        TaskResultStatus.RUNNING,
+        backend.alias,
+        args,
+        kwargs,
         started_at=now,
-        finished_at=None,
-        last_attempted_at=now,
-        args=list(args),
-        kwargs=dict(kwargs),
-        backend=backend.alias,
-        errors=[],
         worker_ids=worker_ids,
     )
 
