@@ -4,12 +4,12 @@ Dirty tasks."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from django.db import connections
+from django.db import connections, transaction
 
 from .connect import connection, conninfo, translate_errors
 from .listen import CONTROL_CHANNEL, channel_for
@@ -18,9 +18,11 @@ from .sql import text
 __all__ = [
     "Selection",
     "delete",
+    "delete_sync",
     "fetch_row",
     "fetch_row_sync",
     "requeue",
+    "requeue_sync",
     "revoke",
     "revoke_sync",
 ]
@@ -75,10 +77,26 @@ async def requeue(selection: Selection, dirty_after: float) -> int:
             async with conn.transaction():
                 cur = await conn.execute(text("requeue"), selection.params(dirty_after))
                 queues = {row[0] for row in await cur.fetchall()}
-                await conn.execute(
-                    text("notify"), {"channels": sorted(channel_for(q) for q in queues)}
-                )
+                await conn.execute(text("notify"), _wake(queues))
             return cur.rowcount
+
+
+def requeue_sync(selection: Selection, dirty_after: float, alias: str) -> int:
+    """The sync twin of :func:`requeue`, on Django's connection (the admin's): inside the
+    caller's transaction if there is one, so the queues are woken when that commits."""
+    with (
+        translate_errors("Requeueing tasks"),
+        transaction.atomic(using=alias),
+        connections[alias].cursor() as cursor,
+    ):
+        cursor.execute(text("requeue"), selection.params(dirty_after))
+        queues = [row[0] for row in cursor.fetchall()]
+        cursor.execute(text("notify"), _wake(queues))
+    return len(queues)
+
+
+def _wake(queues: Iterable[str]) -> dict[str, Any]:
+    return {"channels": sorted({channel_for(q) for q in queues})}
 
 
 async def delete(selection: Selection, dirty_after: float) -> int:
@@ -87,6 +105,14 @@ async def delete(selection: Selection, dirty_after: float) -> int:
         async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
             cur = await conn.execute(text("delete"), selection.params(dirty_after))
             return cur.rowcount
+
+
+def delete_sync(selection: Selection, dirty_after: float, alias: str) -> int:
+    """The sync twin of :func:`delete`, on Django's connection (inside the caller's
+    transaction, if any)."""
+    with translate_errors("Deleting tasks"), connections[alias].cursor() as cursor:
+        cursor.execute(text("delete"), selection.params(dirty_after))
+        return int(cursor.rowcount)
 
 
 def fetch_row_sync(task_id: uuid.UUID, alias: str, dirty_after: float) -> tuple[Any, ...] | None:
