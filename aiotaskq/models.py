@@ -3,8 +3,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import ClassVar, TypeVar
+
 from django.db import models
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Now
+
+from .conf import get_settings
 
 
 class State(models.TextChoices):
@@ -77,6 +83,24 @@ class Task(models.Model):
                 name="aiotaskq_task_eta",
                 condition=models.Q(state="queued"),
             ),
+            # The admin's Failed view, newest first, without reading the queued rows. Only
+            # failed rows enter it: nothing on the way of a task that succeeds.
+            models.Index(
+                fields=["finished_at"],
+                name="aiotaskq_task_failed",
+                condition=models.Q(state="failed"),
+            ),
+            # The admin's Active and Dirty views. "started_at IS NOT NULL" holds for every
+            # running row (the claim sets both); it is in the predicate so that the worker's
+            # statements, which say only "state = 'running'", cannot use this index: when they
+            # could, the planner took it for heartbeat and ack, which then walked every
+            # running row instead of looking ids up by primary key. alive_at stays out of
+            # every index: the heartbeat remains a HOT update.
+            models.Index(
+                fields=["started_at"],
+                name="aiotaskq_task_running",
+                condition=models.Q(state="running", started_at__isnull=False),
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -87,3 +111,119 @@ class Task(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} [{self.id}]"
+
+
+# The admin's groups, the same as `aiotaskq status` (the "status" statement of queries.sql).
+# Each is a proxy of Task whose default manager holds only that group's rows, compared with
+# the database's clock at query time. Their permissions are the admin's: "view"; "change" to
+# run Failed or Dirty tasks again; "delete" to delete them, or to revoke Pending, Future and
+# Active ones. Nothing adds a task through the admin, so there is no "add".
+
+_T = TypeVar("_T", bound=Task)
+
+
+def dirty_before() -> CombinedExpression:
+    """The database's now minus ``DIRTY_AFTER``: a running task last seen before it is Dirty."""
+    return Now() - dt.timedelta(seconds=get_settings().DIRTY_AFTER)
+
+
+class GroupManager(models.Manager[_T]):
+    """The rows of one group."""
+
+    def condition(self) -> models.Q:
+        raise NotImplementedError
+
+    def get_queryset(self) -> models.QuerySet[_T]:
+        return super().get_queryset().filter(self.condition())
+
+
+class PendingManager(GroupManager["PendingTask"]):
+    def condition(self) -> models.Q:
+        return models.Q(state=State.QUEUED, execute_at__lte=Now())
+
+
+class FutureManager(GroupManager["FutureTask"]):
+    def condition(self) -> models.Q:
+        return models.Q(state=State.QUEUED, execute_at__gt=Now())
+
+
+class ActiveManager(GroupManager["ActiveTask"]):
+    def condition(self) -> models.Q:
+        # "started_at IS NOT NULL" is true of every running row; saying it lets the query
+        # use the index aiotaskq_task_running (see Task.Meta.indexes).
+        return models.Q(state=State.RUNNING, started_at__isnull=False, alive_at__gte=dirty_before())
+
+
+class DirtyManager(GroupManager["DirtyTask"]):
+    def condition(self) -> models.Q:
+        return models.Q(state=State.RUNNING, started_at__isnull=False, alive_at__lt=dirty_before())
+
+
+class FailedManager(GroupManager["FailedTask"]):
+    def condition(self) -> models.Q:
+        return models.Q(state=State.FAILED)
+
+
+class PendingTask(Task):
+    """Queued and due: waiting for a worker of its queue."""
+
+    objects: ClassVar[PendingManager] = PendingManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "pending task"
+        default_permissions = ("view", "delete")
+
+
+class FutureTask(Task):
+    """Queued for a later time (a countdown, an ETA or a retry's delay)."""
+
+    objects: ClassVar[FutureManager] = FutureManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "future task"
+        default_permissions = ("view", "delete")
+
+
+class ActiveTask(Task):
+    """Running, and its worker's heartbeat is fresh."""
+
+    objects: ClassVar[ActiveManager] = ActiveManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "active task"
+        default_permissions = ("view", "delete")
+
+
+class DirtyTask(Task):
+    """Running, but its worker's heartbeat stopped longer than ``DIRTY_AFTER`` ago."""
+
+    objects: ClassVar[DirtyManager] = DirtyManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "dirty task"
+        default_permissions = ("view", "change", "delete")
+
+
+class FailedTask(Task):
+    """Failed for good: kept with every attempt's error, to run again or delete."""
+
+    objects: ClassVar[FailedManager] = FailedManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "failed task"
+        default_permissions = ("view", "change", "delete")
+
+
+class TaskSummary(Task):
+    """Counts per queue and task name (the admin's summary page); every row."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "summary by queue and task"
+        verbose_name_plural = "summary by queue and task"
+        default_permissions = ("view",)
