@@ -1,0 +1,27 @@
+"""The Django admin of aiotaskq (with ``django.contrib.admin`` installed): Pending, Future,
+Active, Dirty and Failed tasks, each its own view with its own permissions, and a summary by
+queue and task name. See "The admin" in README.md."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from ..models import ActiveTask, DirtyTask, FailedTask, FutureTask, PendingTask, TaskSummary
+from .groups import ActiveAdmin, DirtyAdmin, FailedAdmin, FutureAdmin, PendingAdmin
+from .summary import SummaryAdmin
+
+__all__ = [
+    "ActiveAdmin",
+    "DirtyAdmin",
+    "FailedAdmin",
+    "FutureAdmin",
+    "PendingAdmin",
+    "SummaryAdmin",
+]
+
+admin.site.register(PendingTask, PendingAdmin)
+admin.site.register(FutureTask, FutureAdmin)
+admin.site.register(ActiveTask, ActiveAdmin)
+admin.site.register(DirtyTask, DirtyAdmin)
+admin.site.register(FailedTask, FailedAdmin)
+admin.site.register(TaskSummary, SummaryAdmin)
