@@ -39,7 +39,7 @@ def _states(db: Any) -> dict[uuid.UUID, str]:
 def test_retry_failed_and_dirty_by_hand(db: Any) -> None:
     failed = _insert(db, "failed")
     dirty = _insert(db, "running", "now() - interval '1 hour'")
-    active = _insert(db, "running")
+    active = _insert(db, "running", "now() + interval '1 hour'")  # fresh, however slow the CLI
     other_queue = _insert(db, "failed", queue="other")
     out = _cli("retry", "--failed", "--queue", "default")
     assert out.returncode == 0, out.stderr
@@ -62,7 +62,7 @@ def test_retry_failed_and_dirty_by_hand(db: Any) -> None:
 
 def test_delete_by_id_and_refusal_without_a_selection(db: Any) -> None:
     failed = _insert(db, "failed")
-    active = _insert(db, "running")
+    active = _insert(db, "running", "now() + interval '1 hour'")
     out = _cli("delete", str(failed), str(active))
     assert out.stdout.strip() == "1 task deleted"
     assert _states(db) == {active: "running"}

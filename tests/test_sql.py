@@ -112,3 +112,14 @@ def test_claim_walks_the_partial_index(db: Any) -> None:
             ).fetchall()
         )
     assert "aiotaskq_task_due" in plan, plan
+
+
+def test_errors_through_djangos_cursor_are_ours_too() -> None:
+    import pytest
+
+    from aiotaskq import DatabaseError
+    from aiotaskq.db import control
+
+    with pytest.raises(DatabaseError, match="Revoking failed") as info:
+        control.revoke_sync("not-a-uuid", "default")  # type: ignore[arg-type]
+    assert info.value.__cause__ is not None

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
+from django import db as django_db
 from django.db import connections
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
@@ -59,10 +60,11 @@ def conninfo(alias: str | None = None) -> str:
 
 @contextlib.contextmanager
 def translate_errors(action: str) -> Iterator[None]:
-    """Re-raise driver errors as :class:`DatabaseError` naming ``action``."""
+    """Re-raise driver errors as :class:`DatabaseError` naming ``action``: psycopg's own, and
+    Django's (its cursor wraps psycopg's errors in ``django.db.Error``)."""
     try:
         yield
-    except psycopg.Error as exc:
+    except (psycopg.Error, django_db.Error) as exc:
         raise DatabaseError(f"{action} failed: {exc}".rstrip()) from exc
 
 

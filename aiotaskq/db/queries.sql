@@ -203,7 +203,8 @@ WITH dirty AS (
     FROM aiotaskq_task t
     JOIN unnest(%(names)s::text[], %(max_retries)s::int[]) AS p(name, max_retries)
       ON p.name = t.name
-    WHERE t.state = 'running' AND t.queue = ANY(%(queues)s::text[])
+    -- "started_at IS NOT NULL" lets the partial index of running tasks serve this.
+    WHERE t.state = 'running' AND t.started_at IS NOT NULL AND t.queue = ANY(%(queues)s::text[])
       AND t.alive_at < now() - make_interval(secs => %(dirty_after)s)
       -- Never its own: after a stall of its loop a worker's tasks look Dirty for a moment,
       -- but it knows they are alive.
