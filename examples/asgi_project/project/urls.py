@@ -1,7 +1,7 @@
 from django.urls import path
-from hello import views
+from webhooks import views
 
 urlpatterns = [
-    path("greet/", views.greet_view),
-    path("greetings/", views.greetings),
+    path("events/", views.create_event),
+    path("events/<int:event_id>/", views.event_progress),
 ]
