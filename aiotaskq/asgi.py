@@ -82,14 +82,29 @@ class _Options:
     concurrency: int
     threads: int
     grace: float
+    db_threads: int = 4
 
     @classmethod
-    def of(cls, *, queues: Iterable[str], concurrency: int, threads: int, grace: float) -> _Options:
+    def of(
+        cls,
+        *,
+        queues: Iterable[str],
+        concurrency: int,
+        threads: int,
+        grace: float,
+        db_threads: int = 4,
+    ) -> _Options:
         if isinstance(queues, str):
             raise ConfigurationError(
                 f"queues must be a list of queue names, got the string {queues!r}."
             )
-        options = cls(queues=tuple(queues), concurrency=concurrency, threads=threads, grace=grace)
+        options = cls(
+            queues=tuple(queues),
+            concurrency=concurrency,
+            threads=threads,
+            grace=grace,
+            db_threads=db_threads,
+        )
         options.config()  # raises ConfigurationError / InvalidQueueName now, not at startup
         return options
 
@@ -98,6 +113,7 @@ class _Options:
             queues=self.queues,
             concurrency=self.concurrency,
             threads=self.threads,
+            db_threads=self.db_threads,
             grace=self.grace,
         )
 
@@ -109,6 +125,7 @@ def lifespan(
     threads: int = 8,
     grace: float = 30.0,
     enabled: bool = True,
+    db_threads: int = 4,
 ) -> contextlib.AbstractAsyncContextManager[Worker | None]:
     """Run a worker on the running loop for the duration of an ``async with`` block.
 
@@ -136,7 +153,13 @@ def lifespan(
     cancellation goes on. If the worker's own task is cancelled too (the loop is being torn
     down), the tasks in flight stay ``running`` and turn Dirty.
     """
-    options = _Options.of(queues=queues, concurrency=concurrency, threads=threads, grace=grace)
+    options = _Options.of(
+        queues=queues,
+        concurrency=concurrency,
+        threads=threads,
+        grace=grace,
+        db_threads=db_threads,
+    )
     return _lifespan(options, enabled)
 
 
@@ -242,13 +265,15 @@ class _Running:
 
 
 def with_worker(
-    app: ASGIApp,
+    # Any ASGI callable: Django's handler, typed with plain dicts, included.
+    app: Callable[[Any, Any, Any], Awaitable[None]],
     *,
     concurrency: int = 100,
     queues: Iterable[str] = (),
     threads: int = 8,
     grace: float = 30.0,
     enabled: bool = True,
+    db_threads: int = 4,
 ) -> ASGIApp:
     """Wrap the ASGI ``app`` (usually ``get_asgi_application()``) so that the server's
     lifespan runs a worker; see :func:`lifespan` and the module docstring.
@@ -262,7 +287,13 @@ def with_worker(
     Raises:
         ConfigurationError, InvalidQueueName: a bad option, at once.
     """
-    options = _Options.of(queues=queues, concurrency=concurrency, threads=threads, grace=grace)
+    options = _Options.of(
+        queues=queues,
+        concurrency=concurrency,
+        threads=threads,
+        grace=grace,
+        db_threads=db_threads,
+    )
 
     async def application(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
