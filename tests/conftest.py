@@ -233,6 +233,19 @@ def worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         proc.close()
 
 
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``aiotaskq ARGS --settings tests.settings`` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "aiotaskq.cli", *args, "--settings", "tests.settings"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=60,
+    )
+
+
 def executions(label: str) -> list[Any]:
     """The ledger rows of ``label``, oldest first."""
     from tests.app.models import Execution

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import uuid
 from typing import Any
 
-from tests.conftest import ROOT
+from tests.conftest import run_cli
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aiotaskq.cli", *args, "--settings", "tests.settings"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(*args, check=False)
 
 
 def _insert(db: Any, state: str, alive: str = "now()", queue: str = "default") -> uuid.UUID:
