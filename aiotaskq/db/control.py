@@ -12,7 +12,7 @@ import psycopg
 from django.db import connections, transaction
 
 from .connect import connection, conninfo, translate_errors
-from .listen import CONTROL_CHANNEL, channel_for
+from .listen import CONTROL_CHANNEL, channels_for
 from .sql import text
 
 __all__ = [
@@ -96,7 +96,7 @@ def requeue_sync(selection: Selection, dirty_after: float, alias: str) -> int:
 
 
 def _wake(queues: Iterable[str]) -> dict[str, Any]:
-    return {"channels": sorted({channel_for(q) for q in queues})}
+    return {"channels": channels_for(queues)}
 
 
 async def delete(selection: Selection, dirty_after: float) -> int:

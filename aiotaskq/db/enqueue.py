@@ -12,7 +12,7 @@ from typing import Any
 from django.db import connections
 
 from .connect import connection, translate_errors
-from .listen import channel_for
+from .listen import channels_for
 from .sql import text
 
 __all__ = ["TaskRow", "insert", "insert_sync"]
@@ -48,7 +48,7 @@ def _params(rows: Sequence[TaskRow]) -> dict[str, Any]:
         "expires_ats": [r.expires_at for r in rows],
         "expires_ins": [r.expires_in for r in rows],
         "time_limits": [r.time_limit for r in rows],
-        "channels": sorted({channel_for(r.queue) for r in rows}),
+        "channels": channels_for(r.queue for r in rows),
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 from .connect import translate_errors
-from .listen import channel_for
+from .listen import channels_for
 from .sql import text
 
 __all__ = [
@@ -88,7 +88,7 @@ async def release(
 ) -> int:
     """Put unfinished attempts back to queued and wake the other workers of ``queues``."""
     params = _lease_params(leases, worker_id)
-    params["channels"] = sorted({channel_for(q) for q in queues})
+    params["channels"] = channels_for(queues)
     with translate_errors("Releasing tasks"):
         cur = await conn.execute(text("release"), params)
         row = await cur.fetchone()
@@ -112,7 +112,7 @@ async def retry(
     params["errors"] = [item.error for item in items]
     params["countdowns"] = [item.countdown for item in items]
     params["etas"] = [item.eta for item in items]
-    params["channels"] = sorted({channel_for(item.queue) for item in items})
+    params["channels"] = channels_for(item.queue for item in items)
     with translate_errors("Rescheduling tasks"):
         cur = await conn.execute(text("retry"), params, prepare=True)
         row = await cur.fetchone()
@@ -141,7 +141,7 @@ async def rescue(
             },
         )
         rows = [(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()]
-        requeued = sorted({channel_for(r[2]) for r in rows if r[3] == "queued"})
+        requeued = channels_for(r[2] for r in rows if r[3] == "queued")
         if requeued:
             # Wake the queues' workers: a rescued task is due now.
             await conn.execute(text("notify"), {"channels": requeued})

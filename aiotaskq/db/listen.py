@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
@@ -11,7 +12,7 @@ from psycopg import sql
 from .connect import conninfo, translate_errors
 from .sql import query
 
-__all__ = ["CONTROL_CHANNEL", "channel_for", "connect_listener"]
+__all__ = ["CONTROL_CHANNEL", "channel_for", "channels_for", "connect_listener"]
 
 _PREFIX = "aiotaskq:"
 #: Revoke requests for running tasks. "/" is not allowed in queue names, so no queue's
@@ -28,6 +29,11 @@ def channel_for(queue: str) -> str:
         return channel
     digest = hashlib.sha256(queue.encode()).hexdigest()[:16]
     return f"{_PREFIX}{queue[:30]}:{digest}"
+
+
+def channels_for(queues: Iterable[str]) -> list[str]:
+    """The distinct channels of ``queues``, sorted (one NOTIFY each)."""
+    return sorted({channel_for(queue) for queue in queues})
 
 
 async def connect_listener(queues: list[str], dsn: str | None) -> psycopg.AsyncConnection[Any]:
