@@ -3,24 +3,28 @@ connection (sync) or on the loop's psycopg pool (async)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections
+import psycopg
+from django.db import connections, transaction
 
 from .connect import connection, translate_errors
-from .listen import channels_for
+from .listen import channel_for, channels_for
 from .sql import text
 
-__all__ = ["TaskRow", "insert", "insert_sync"]
+__all__ = ["TaskRow", "insert", "insert_one", "insert_one_sync", "insert_sync"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TaskRow:
-    """One task ready to be written; arguments already JSON."""
+    """One task ready to be written; arguments already JSON. (Not frozen: a frozen
+    dataclass's ``__init__`` costs twice as much, and a batch builds thousands.)"""
 
     id: uuid.UUID
     name: str
@@ -33,6 +37,44 @@ class TaskRow:
     expires_at: dt.datetime | None = None
     expires_in: float | None = None
     time_limit: float | None = None
+
+
+#: From this many rows on, the rows without a schedule are written with COPY.
+COPY_MIN_ROWS = 64
+_COPY_TYPES = ["uuid", "text", "text", "int4", "bytea", "bytea", "float8"]
+# jsonb's binary form is a version byte (1) and the text; the two arguments are sent as
+# bytes already in that form (bytea's binary form is the bytes themselves).
+_JSONB_V1 = b"\x01"
+
+
+def _split(rows: Sequence[TaskRow]) -> tuple[list[TaskRow], Sequence[TaskRow]]:
+    """The rows to COPY (no schedule, no expiry) and the rest; no COPY for a small batch."""
+    if len(rows) < COPY_MIN_ROWS:
+        return [], rows
+    plain: list[TaskRow] = []
+    rest: list[TaskRow] = []
+    for r in rows:
+        if r.eta is None and r.countdown is None and r.expires_at is None and r.expires_in is None:
+            plain.append(r)
+        else:
+            rest.append(r)
+    if len(plain) < COPY_MIN_ROWS:
+        return [], rows
+    return plain, rest
+
+
+def _copy_records(rows: Sequence[TaskRow]) -> Iterator[tuple[Any, ...]]:
+    v1 = _JSONB_V1
+    for r in rows:
+        yield (
+            r.id,
+            r.name,
+            r.queue,
+            r.priority,
+            v1 + r.args.encode(),
+            v1 + r.kwargs.encode(),
+            r.time_limit,
+        )
 
 
 def _params(rows: Sequence[TaskRow]) -> dict[str, Any]:
@@ -52,20 +94,230 @@ def _params(rows: Sequence[TaskRow]) -> dict[str, Any]:
     }
 
 
+def _one_params(row: TaskRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "queue": row.queue,
+        "priority": row.priority,
+        "args": row.args,
+        "kwargs": row.kwargs,
+        "eta": row.eta,
+        "countdown": row.countdown,
+        "expires_at": row.expires_at,
+        "expires_in": row.expires_in,
+        "time_limit": row.time_limit,
+        "channel": channel_for(row.queue),
+    }
+
+
 def insert_sync(rows: Sequence[TaskRow], alias: str) -> None:
     """Write ``rows`` through Django's connection ``alias``: inside the caller's
     ``transaction.atomic()`` if there is one (visible and notified at its commit, gone with
-    its rollback), else committed at once.
+    its rollback), else committed at once, all or none.
+
+    Raises:
+        DatabaseError: the statement failed.
+    """
+    if len(rows) == 1:
+        insert_one_sync(rows[0], alias)
+        return
+    copied, rest = _split(rows)
+    with translate_errors("Enqueueing"):
+        if not copied:
+            with connections[alias].cursor() as cursor:
+                cursor.execute(text("enqueue"), _params(rows))
+            return
+        with (
+            transaction.atomic(using=alias, savepoint=False),
+            connections[alias].cursor() as cursor,
+        ):
+            raw = cursor.cursor  # psycopg's own cursor, under Django's wrapper
+            with raw.copy(text("enqueue_copy")) as copy:
+                copy.set_types(_COPY_TYPES)
+                for record in _copy_records(copied):
+                    copy.write_row(record)
+            channels = channels_for(r.queue for r in rows)
+            if rest:
+                cursor.execute(text("enqueue"), {**_params(rest), "channels": channels})
+            else:
+                cursor.execute(text("notify"), {"channels": channels})
+
+
+def insert_one_sync(row: TaskRow, alias: str) -> dt.datetime:
+    """:func:`insert_sync` for one row; returns its ``created_at`` (the database's clock),
+    which django.tasks reports as ``enqueued_at``.
 
     Raises:
         DatabaseError: the statement failed.
     """
     with translate_errors("Enqueueing"), connections[alias].cursor() as cursor:
-        cursor.execute(text("enqueue"), _params(rows))
+        cursor.execute(text("enqueue_one"), _one_params(row))
+        return _created_at(cursor.fetchone())
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """When the rows of one write were created: the rows written with COPY take the
+    transaction's start, the others the statement's time."""
+
+    copied: frozenset[uuid.UUID]
+    copy_time: dt.datetime | None
+    time: dt.datetime | None
+
+    def created_at(self, row: TaskRow) -> dt.datetime:
+        created_at = self.copy_time if row.id in self.copied else self.time
+        assert created_at is not None, "every row written has a time"
+        return created_at
+
+
+async def _write(conn: psycopg.AsyncConnection[Any], rows: Sequence[TaskRow]) -> _Written:
+    """Write ``rows`` on ``conn`` (autocommit) in one transaction."""
+    if len(rows) == 1:
+        cur = await conn.execute(text("enqueue_one"), _one_params(rows[0]), prepare=True)
+        return _Written(frozenset(), None, _created_at(await cur.fetchone()))
+    copied, rest = _split(rows)
+    if not copied:
+        cur = await conn.execute(text("enqueue"), _params(rows))
+        return _Written(frozenset(), None, _created_at(await cur.fetchone()))
+    time = None
+    async with conn.transaction(), conn.cursor() as cursor:
+        async with cursor.copy(text("enqueue_copy")) as copy:
+            copy.set_types(_COPY_TYPES)
+            for record in _copy_records(copied):
+                await copy.write_row(record)
+        if rest:
+            await cursor.execute(text("enqueue"), {**_params(rest), "channels": []})
+            time = _created_at(await cursor.fetchone())
+        await cursor.execute(text("notify"), {"channels": channels_for(r.queue for r in rows)})
+        copy_time = _transaction_time(await cursor.fetchone())
+    return _Written(frozenset(r.id for r in copied), copy_time, time)
+
+
+class _Writer:
+    """The async enqueues of one event loop, coalesced when they come faster than the
+    database commits them.
+
+    Up to ``_DIRECT`` writes are in flight at once, each on its own pooled connection and
+    each its own commit: a producer that awaits one ``adelay()`` after another always writes
+    at once. A call that finds them all busy waits in line; when a write finishes, a
+    background task writes whoever waits together in one statement (one commit for all)
+    until nobody waits, so many concurrent producers cost few commits instead of one each. A
+    waiter's outcome is its batch's: if the statement fails, every call in it raises the
+    error, and nothing of the batch is written.
+    """
+
+    __slots__ = ("busy", "tasks", "waiting")
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self.waiting: list[tuple[Sequence[TaskRow], asyncio.Future[_Written]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def write(self, rows: Sequence[TaskRow]) -> _Written:
+        if self.busy >= _DIRECT:
+            future: asyncio.Future[_Written] = asyncio.get_running_loop().create_future()
+            self.waiting.append((rows, future))
+            return await future
+        self.busy += 1
+        try:
+            async with connection() as conn:
+                return await _write(conn, rows)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Give up a slot, or hand it to a task that writes what waits."""
+        if not self.waiting:
+            self.busy -= 1
+            return
+        task = asyncio.get_running_loop().create_task(self._drain(), name="aiotaskq-enqueue")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _drain(self) -> None:
+        try:
+            async with connection() as conn:
+                while self.waiting:
+                    batch = self._take()
+                    if batch:
+                        await self._write_batch(conn, batch)
+        except BaseException as exc:
+            # No connection, or a failed write left it suspect: whoever still waits gets the
+            # error rather than waiting for a write that will not come.
+            for _, future in self.waiting:
+                _fail(future, exc)
+            self.waiting.clear()
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._release_after_drain()
+
+    def _take(self) -> list[tuple[Sequence[TaskRow], asyncio.Future[_Written]]]:
+        """The next calls to write together: in order, up to ``_BATCH_ROWS`` rows (at
+        least one call), leaving out calls cancelled while they waited."""
+        taken, rows = 0, 0
+        for waiting_rows, _ in self.waiting:
+            if taken and rows + len(waiting_rows) > _BATCH_ROWS:
+                break
+            taken += 1
+            rows += len(waiting_rows)
+        batch = [(r, f) for r, f in self.waiting[:taken] if not f.cancelled()]
+        del self.waiting[:taken]
+        return batch
+
+    def _release_after_drain(self) -> None:
+        self.busy -= 1
+        if self.waiting and self.busy < _DIRECT:
+            self.busy += 1
+            self._release()
+
+    @staticmethod
+    async def _write_batch(
+        conn: psycopg.AsyncConnection[Any],
+        batch: list[tuple[Sequence[TaskRow], asyncio.Future[_Written]]],
+    ) -> None:
+        rows = [row for waiting_rows, _ in batch for row in waiting_rows]
+        try:
+            written = await _write(conn, rows)
+        except BaseException as exc:
+            for _, future in batch:
+                _fail(future, exc)
+            raise
+        for _, future in batch:
+            if not future.done():
+                future.set_result(written)
+
+
+def _fail(future: asyncio.Future[_Written], exc: BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(exc, Exception):
+        future.set_exception(exc)
+    else:  # cancelled (the loop is closing): so are the calls that waited
+        future.cancel()
+
+
+#: Writes in flight at once before calls wait in line and are batched.
+_DIRECT = 2
+#: Rows of waiting calls written in one statement at most (a call is never split).
+_BATCH_ROWS = 5000
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Writer] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _writer() -> _Writer:
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(loop)
+    if writer is None:
+        writer = _writers[loop] = _Writer()
+    return writer
 
 
 async def insert(rows: Sequence[TaskRow]) -> None:
-    """Write ``rows`` in one autocommit statement on the running loop's pool.
+    """Write ``rows`` on the running loop's pool, committed at once, all or none (several
+    concurrent calls may share one statement; see :class:`_Writer`).
 
     Cancellation: if the caller is cancelled while the statement is in flight, the task may
     or may not have been written; the pool discards the connection either way.
@@ -74,5 +326,23 @@ async def insert(rows: Sequence[TaskRow]) -> None:
         DatabaseError: the statement failed.
     """
     with translate_errors("Enqueueing"):
-        async with connection() as conn:
-            await conn.execute(text("enqueue"), _params(rows))
+        await _writer().write(rows)
+
+
+async def insert_one(row: TaskRow) -> dt.datetime:
+    """The async twin of :func:`insert_one_sync`."""
+    with translate_errors("Enqueueing"):
+        written = await _writer().write([row])
+    return written.created_at(row)
+
+
+def _created_at(result: Sequence[Any] | None) -> dt.datetime:
+    assert result is not None, "the enqueue statements return one row"
+    created_at: dt.datetime = result[2]
+    return created_at
+
+
+def _transaction_time(result: Sequence[Any] | None) -> dt.datetime:
+    assert result is not None, "the notify statement returns one row"
+    transaction_time: dt.datetime = result[1]
+    return transaction_time

@@ -33,7 +33,7 @@ def channel_for(queue: str) -> str:
 
 def channels_for(queues: Iterable[str]) -> list[str]:
     """The distinct channels of ``queues``, sorted (one NOTIFY each)."""
-    return sorted({channel_for(queue) for queue in queues})
+    return sorted({channel_for(queue) for queue in set(queues)})
 
 
 async def connect_listener(queues: list[str], dsn: str | None) -> psycopg.AsyncConnection[Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,6 +29,7 @@ __all__ = ["aenqueue_many", "build_row", "enqueue_many", "validate_queue"]
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _INT32 = (-(2**31), 2**31 - 1)
+_valid_queues: set[str] = set()
 
 Expires = dt.datetime | int | float | None
 
@@ -38,6 +40,8 @@ def validate_queue(queue: object) -> str:
     Raises:
         InvalidQueueName: empty, longer than 63 bytes, or not ``[A-Za-z0-9_.-]``.
     """
+    if type(queue) is str and queue in _valid_queues:
+        return queue
     if not isinstance(queue, str) or not queue:
         raise InvalidQueueName(f"The queue name must be a non-empty string, got {queue!r}.")
     if len(queue.encode()) > 63:
@@ -48,6 +52,8 @@ def validate_queue(queue: object) -> str:
         raise InvalidQueueName(
             f"The queue name {queue!r} may contain only letters, digits, '_', '.' and '-'."
         )
+    if len(_valid_queues) < 1024:  # a program has a few queues; a bound all the same
+        _valid_queues.add(queue)
     return queue
 
 
@@ -117,18 +123,27 @@ def build_row(
     eta: object = None,
     expires: object = None,
     time_limit: object = None,
+    id: uuid.UUID | None = None,
+    max_bytes: int | None = None,
 ) -> db_enqueue.TaskRow:
-    """Validate and encode one call; no I/O.
+    """Validate and encode one call; no I/O. ``id`` and ``max_bytes`` are for callers that
+    build many rows at once (a new id; ``AIOTASKQ["MAX_ARGUMENTS_BYTES"]``).
 
     Raises:
         EnqueueError: a subclass naming the bad input (see :mod:`aiotaskq.errors`).
     """
-    eta_at, delay, expires_at, expires_in = _schedule(countdown, eta, expires)
+    if countdown is None and eta is None and expires is None:
+        eta_at = delay = expires_at = expires_in = None
+    else:
+        eta_at, delay, expires_at, expires_in = _schedule(countdown, eta, expires)
     args_json, kwargs_json = encode_arguments(
-        name, args, kwargs, max_bytes=get_settings().MAX_ARGUMENTS_BYTES
+        name,
+        args,
+        kwargs,
+        max_bytes=get_settings().MAX_ARGUMENTS_BYTES if max_bytes is None else max_bytes,
     )
     return db_enqueue.TaskRow(
-        id=uuid.uuid4(),
+        id=uuid.uuid4() if id is None else id,
         name=name,
         queue=validate_queue(queue),
         priority=_validate_priority(priority),
@@ -142,8 +157,42 @@ def build_row(
     )
 
 
+def _new_uuid_from_int(value: int) -> uuid.UUID:
+    # What uuid.UUID(int=value) makes, without its checks: value is a 128-bit random
+    # number with the version and variant bits already set.
+    new = object.__new__(uuid.UUID)
+    object.__setattr__(new, "int", value)
+    object.__setattr__(new, "is_safe", uuid.SafeUUID.unknown)
+    return new
+
+
+_FAST_UUID = {"int", "is_safe"} <= set(getattr(uuid.UUID, "__slots__", ()))
+# Keep the random bits, then set version 4 (bits 76-79) and the RFC 4122 variant (62-63).
+_UUID4_MASK = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_UUID4_BITS = (0x4 << 76) | (0x2 << 62)
+
+
+def new_ids(count: int) -> list[uuid.UUID]:
+    """``count`` random (version 4) UUIDs: one read of the system's randomness for all."""
+    if not _FAST_UUID or count < 8:
+        return [uuid.uuid4() for _ in range(count)]
+    raw = os.urandom(16 * count)
+    from_bytes, mask, bits = int.from_bytes, _UUID4_MASK, _UUID4_BITS
+    return [
+        _new_uuid_from_int(from_bytes(raw[i : i + 16]) & mask | bits)
+        for i in range(0, 16 * count, 16)
+    ]
+
+
 def _rows(signatures: Iterable[Signature[Any, Any]]) -> list[db_enqueue.TaskRow]:
-    return [sig.build_row() for sig in signatures]
+    sigs = signatures if isinstance(signatures, list | tuple) else list(signatures)
+    if len(sigs) == 1:
+        return [sigs[0].build_row()]
+    max_bytes = get_settings().MAX_ARGUMENTS_BYTES
+    return [
+        sig.build_row(id=id, max_bytes=max_bytes)
+        for sig, id in zip(sigs, new_ids(len(sigs)), strict=True)
+    ]
 
 
 def enqueue_many(signatures: Iterable[Signature[Any, Any]]) -> Sequence[AsyncResult]:

@@ -220,8 +220,10 @@ class Signature(Generic[P, R]):
         ``priority``, ``time_limit``)."""
         return replace(self, options=replace(self.options, **options))
 
-    def build_row(self) -> db_enqueue.TaskRow:
-        """Validate and encode this call (no I/O)."""
+    def build_row(
+        self, *, id: uuid.UUID | None = None, max_bytes: int | None = None
+    ) -> db_enqueue.TaskRow:
+        """Validate and encode this call (no I/O); see :func:`~.enqueue.build_row`."""
         o, t = self.options, self.task
         return build_row(
             t.name,
@@ -233,6 +235,8 @@ class Signature(Generic[P, R]):
             eta=o.eta,
             expires=o.expires if o.expires is not None else t.expires,
             time_limit=o.time_limit,
+            id=id,
+            max_bytes=max_bytes,
         )
 
     def apply_async(self, **options: Any) -> AsyncResult:
