@@ -26,6 +26,20 @@ PARAMS: dict[str, dict[str, Any]] = {
         "time_limits": [None],
         "channels": [channel_for("q")],
     },
+    "enqueue_one": {
+        "id": uuid.uuid4(),
+        "name": "t",
+        "queue": "q",
+        "priority": 0,
+        "args": "[]",
+        "kwargs": "{}",
+        "eta": None,
+        "countdown": 1.5,
+        "expires_at": None,
+        "expires_in": None,
+        "time_limit": None,
+        "channel": channel_for("q"),
+    },
     "ping": {},
     "claim": {"queues": ["q"], "limit": 10, "worker_id": "w"},
     "next_eta": {"queues": ["q"]},
@@ -79,10 +93,17 @@ PARAMS: dict[str, dict[str, Any]] = {
 
 def test_every_statement_runs(db: Any) -> None:
     names = queries.names()
-    assert set(names) == set(PARAMS) | {"listen"}
+    assert set(names) == set(PARAMS) | {"listen", "enqueue_copy"}
     for name in names:
         if name == "listen":
             db.execute(queries.query(name).format(channel=sql.Identifier(channel_for("q"))))
+            continue
+        if name == "enqueue_copy":
+            with db.transaction(force_rollback=True), db.cursor() as cur:
+                with cur.copy(queries.text(name)) as copy:
+                    copy.set_types(["uuid", "text", "text", "int4", "bytea", "bytea", "float8"])
+                    copy.write_row((uuid.uuid4(), "t", "q", 0, b"\x01[]", b"\x01{}", None))
+                assert cur.rowcount == 1
             continue
         with db.transaction(force_rollback=True):
             db.execute(queries.text(name), PARAMS[name])
