@@ -12,12 +12,20 @@ it with aiotaskq, so a worker that imported the module runs it by name and never
 name read from a row. Unlike aiotaskq's own tasks, these keep their result after success
 (``get_result``) for ``RESULT_RETENTION`` seconds (a day by default); workers prune them.
 Failed results stay, like every failed task, for inspection.
+
+In eager mode (``AIOTASKQ["ALWAYS_EAGER"]``, for tests) ``enqueue`` runs the task in the
+caller, as Django's ``ImmediateBackend`` does, and returns its finished result: the arguments
+still go through JSON, the signals are sent, ``run_after`` is not waited for, and nothing is
+written, so ``get_result`` does not find it. ``EAGER_PROPAGATES`` raises the task's exception
+in the caller once the result has recorded it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
@@ -25,6 +33,7 @@ from dataclasses import dataclass
 from inspect import iscoroutinefunction
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from asgiref.sync import async_to_sync, sync_to_async
 from django.apps import apps
 from django.core import checks
 from django.tasks.backends.base import BaseTaskBackend
@@ -177,7 +186,9 @@ class AiotaskqBackend(BaseTaskBackend):
             eta=task.run_after,
         )
 
-    def _ready(self, task: AnyTask, row: Any, args: Any, kwargs: Any) -> AnyResult:
+    def _ready(
+        self, task: AnyTask, row: Any, args: Any, kwargs: Any, enqueued_at: dt.datetime
+    ) -> AnyResult:
         return _new_result(
             task,
             str(row.id),
@@ -185,23 +196,61 @@ class AiotaskqBackend(BaseTaskBackend):
             self.alias,
             args,
             kwargs,
-            enqueued_at=timezone.now(),
+            enqueued_at=enqueued_at,
         )
 
     def enqueue(self, task: AnyTask, args: Sequence[Any], kwargs: dict[str, Any]) -> AnyResult:
+        """Write the task (joining the caller's transaction) and return its READY result; in
+        eager mode (``AIOTASKQ["ALWAYS_EAGER"]``) run it at once instead, as Django's
+        ``ImmediateBackend`` does, and return its finished result."""
         row = self._row(task, args, kwargs)
-        db_enqueue.insert_sync([row], self.database)
-        result = self._ready(task, row, args, kwargs)
+        if get_settings().ALWAYS_EAGER:
+            return self._run_eagerly(task, row)
+        enqueued_at = db_enqueue.insert_one_sync(row, self.database)
+        result = self._ready(task, row, args, kwargs, enqueued_at)
         task_enqueued.send(type(self), task_result=result)
         return result
 
     async def aenqueue(
         self, task: AnyTask, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> AnyResult:
+        """The async twin of :meth:`enqueue`: its own autocommit statement, no thread hop."""
         row = self._row(task, args, kwargs)
-        await db_enqueue.insert([row])
-        result = self._ready(task, row, args, kwargs)
+        if get_settings().ALWAYS_EAGER:
+            return await self._arun_eagerly(task, row)
+        enqueued_at = await db_enqueue.insert_one(row)
+        result = self._ready(task, row, args, kwargs, enqueued_at)
         await task_enqueued.asend(type(self), task_result=result)
+        return result
+
+    # --- eager mode ----------------------------------------------------------------------
+
+    def _eager_result(self, task: AnyTask, row: Any) -> AnyResult:
+        """The READY result of a task about to run in the caller. Its arguments are read back
+        from the row's JSON, as a worker would read them."""
+        return self._ready(task, row, decode(row.args), decode(row.kwargs), timezone.now())
+
+    def _run_eagerly(self, task: AnyTask, row: Any) -> AnyResult:
+        result = self._eager_result(task, row)
+        task_enqueued.send(type(self), task_result=result)
+        _start(result, _eager_worker_id())
+        try:
+            _call(task, result, type(self))
+        except (Exception, SystemExit):
+            # Recorded in the result (and logged by Django's task_finished receiver).
+            if get_settings().EAGER_PROPAGATES:
+                raise
+        return result
+
+    async def _arun_eagerly(self, task: AnyTask, row: Any) -> AnyResult:
+        result = self._eager_result(task, row)
+        await task_enqueued.asend(type(self), task_result=result)
+        _start(result, _eager_worker_id())
+        try:
+            await _acall(task, result, type(self))
+        except (Exception, SystemExit):
+            if get_settings().EAGER_PROPAGATES:
+                raise
         return result
 
     # --- results -----------------------------------------------------------------------
@@ -310,8 +359,6 @@ def _new_result(
     kwargs: Any,
     *,
     enqueued_at: dt.datetime | None = None,
-    started_at: dt.datetime | None = None,
-    worker_ids: list[str] | None = None,
 ) -> AnyResult:
     """A result not read from the table: at enqueue, or for the attempt being run."""
     return TaskResult(
@@ -319,34 +366,41 @@ def _new_result(
         id=result_id,
         status=status,
         enqueued_at=enqueued_at,
-        started_at=started_at,
+        started_at=None,
         finished_at=None,
-        last_attempted_at=started_at,
+        last_attempted_at=None,
         args=list(args),
         kwargs=dict(kwargs),
         backend=alias,
         errors=[],
-        worker_ids=worker_ids or [],
+        worker_ids=[],
     )
+
+
+def _eager_worker_id() -> str:
+    """The worker id of a task run in the caller (eager mode)."""
+    return f"{socket.gethostname()}:{os.getpid()}:eager"
 
 
 def _running(
     task: AnyTask, backend: AiotaskqBackend, attempt: Attempt, args: Any, kwargs: Any
 ) -> AnyResult:
-    now = timezone.now()
+    result = _new_result(
+        task, str(attempt.task_id), TaskResultStatus.READY, backend.alias, args, kwargs
+    )
     # The ids of earlier attempts are not at hand here (get_result has them); the length,
     # which TaskContext.attempt reads, is right.
-    worker_ids = [""] * (attempt.number - 1) + [attempt.worker_id]
-    return _new_result(
-        task,
-        str(attempt.task_id),
-        TaskResultStatus.RUNNING,
-        backend.alias,
-        args,
-        kwargs,
-        started_at=now,
-        worker_ids=worker_ids,
-    )
+    result.worker_ids.extend([""] * (attempt.number - 1))
+    _start(result, attempt.worker_id)
+    return result
+
+
+def _start(result: AnyResult, worker_id: str) -> None:
+    now = timezone.now()
+    object.__setattr__(result, "status", TaskResultStatus.RUNNING)
+    object.__setattr__(result, "started_at", now)
+    object.__setattr__(result, "last_attempted_at", now)
+    result.worker_ids.append(worker_id)
 
 
 def _finished(result: AnyResult, exc: BaseException | None, value: Any = None) -> None:
@@ -364,41 +418,62 @@ def _finished(result: AnyResult, exc: BaseException | None, value: Any = None) -
         )
 
 
+def _call_args(task: AnyTask, result: AnyResult, args: Sequence[Any]) -> tuple[Any, ...]:
+    return (TaskContext(task_result=result), *args) if task.takes_context else tuple(args)
+
+
+# Both run a RUNNING result's task with Django's signals around it, record the outcome in the
+# result and return the JSON-normalised value, or raise what the task raised. SystemExit is a
+# failure like any exception (Django's ImmediateBackend's rule, and the worker's);
+# KeyboardInterrupt and cancellation pass through untouched. task_finished is sent inside the
+# except block, so that Django's receiver logs the traceback.
+
+
+def _call(task: AnyTask, result: AnyResult, sender: type[AiotaskqBackend]) -> Any:
+    """From sync code: a coroutine function runs through ``async_to_sync``."""
+    task_started.send(sender, task_result=result)
+    func = async_to_sync(task.func) if iscoroutinefunction(task.func) else task.func
+    try:
+        value = normalize_json(func(*_call_args(task, result, result.args), **result.kwargs))
+    except (Exception, SystemExit) as exc:
+        _finished(result, exc)
+        task_finished.send(sender, task_result=result)
+        raise
+    _finished(result, None, value)
+    task_finished.send(sender, task_result=result)
+    return value
+
+
+async def _acall(task: AnyTask, result: AnyResult, sender: type[AiotaskqBackend]) -> Any:
+    """From async code: a plain function runs through ``sync_to_async``."""
+    await task_started.asend(sender, task_result=result)
+    func = task.func if iscoroutinefunction(task.func) else sync_to_async(task.func)
+    try:
+        value = normalize_json(await func(*_call_args(task, result, result.args), **result.kwargs))
+    except (Exception, SystemExit) as exc:
+        _finished(result, exc)
+        await task_finished.asend(sender, task_result=result)
+        raise
+    _finished(result, None, value)
+    await task_finished.asend(sender, task_result=result)
+    return value
+
+
 def _runner(task: AnyTask, backend: AiotaskqBackend) -> Callable[..., Any]:
     """The function the worker runs for a Django task: the task's function with its context
-    (``takes_context``), Django's signals around it, and the JSON-normalised return value."""
-
-    def call_args(result: AnyResult, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        return (TaskContext(task_result=result), *args) if task.takes_context else args
+    (``takes_context``), Django's signals around it, and the JSON-normalised return value.
+    A coroutine function stays a coroutine function (the worker runs it on its loop); a
+    plain one stays plain (the worker runs it in a thread)."""
+    sender = type(backend)
 
     if iscoroutinefunction(task.func):
 
         async def run_async(attempt: Attempt, *args: Any, **kwargs: Any) -> Any:
-            result = _running(task, backend, attempt, args, kwargs)
-            await task_started.asend(type(backend), task_result=result)
-            try:
-                value = normalize_json(await task.func(*call_args(result, args), **kwargs))
-            except Exception as exc:
-                _finished(result, exc)
-                await task_finished.asend(type(backend), task_result=result)
-                raise
-            _finished(result, None, value)
-            await task_finished.asend(type(backend), task_result=result)
-            return value
+            return await _acall(task, _running(task, backend, attempt, args, kwargs), sender)
 
         return run_async
 
     def run_sync(attempt: Attempt, *args: Any, **kwargs: Any) -> Any:
-        result = _running(task, backend, attempt, args, kwargs)
-        task_started.send(type(backend), task_result=result)
-        try:
-            value = normalize_json(task.func(*call_args(result, args), **kwargs))
-        except Exception as exc:
-            _finished(result, exc)
-            task_finished.send(type(backend), task_result=result)
-            raise
-        _finished(result, None, value)
-        task_finished.send(type(backend), task_result=result)
-        return value
+        return _call(task, _running(task, backend, attempt, args, kwargs), sender)
 
     return run_sync

@@ -8,7 +8,9 @@ from typing import Any
 
 import django
 import pytest
+from django.conf import settings
 from django.db import transaction
+from django.test import override_settings
 
 if django.VERSION < (6, 0):
     pytest.skip("Django's tasks framework needs Django 6.0", allow_module_level=True)
@@ -187,3 +189,40 @@ def test_ours_still_delete_on_success(worker: Any, db: Any) -> None:
     wait_for(lambda: executions("deleted"))
     wait_for(lambda: db.execute("SELECT count(*) FROM aiotaskq_task").fetchone() == (0,))
     assert Execution.objects.filter(label="deleted").count() == 1
+
+
+EAGER = {**settings.AIOTASKQ, "ALWAYS_EAGER": True}
+
+
+def test_eager_mode_runs_in_the_caller_and_writes_nothing(db: Any) -> None:
+    with override_settings(AIOTASKQ=EAGER):
+        result = dj.dj_add.enqueue(2, 3)
+        with pytest.raises(TaskResultDoesNotExist):
+            result.refresh()
+        failed = dj.dj_fail.enqueue("nope")
+    assert (result.status, result.return_value, result.attempts) == (
+        TaskResultStatus.SUCCESSFUL,
+        5,
+        1,
+    )
+    assert executions(f"signal:finished:{result.id}"), "the signals are sent in the caller"
+    assert failed.status == TaskResultStatus.FAILED
+    assert failed.errors[0].exception_class is ValueError
+    assert db.execute("SELECT count(*) FROM aiotaskq_task").fetchone() == (0,)
+
+
+def test_eager_propagates() -> None:
+    with (
+        override_settings(AIOTASKQ={**EAGER, "EAGER_PROPAGATES": True}),
+        pytest.raises(ValueError, match="nope"),
+    ):
+        dj.dj_fail.enqueue("nope")
+
+
+async def test_eager_aenqueue(db: Any) -> None:
+    with override_settings(AIOTASKQ=EAGER):
+        result = await dj.dj_async_echo.aenqueue([1, "two"])
+        sync_result = await dj.dj_add.aenqueue(1, 2)
+    assert result.return_value == {"echo": [1, "two"]}
+    assert sync_result.return_value == 3
+    assert db.execute("SELECT count(*) FROM aiotaskq_task").fetchone() == (0,)
