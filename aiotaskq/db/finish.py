@@ -52,9 +52,10 @@ class Kept:
 
 
 def _lease_params(leases: Sequence[Lease], worker_id: str) -> dict[str, Any]:
+    # Array literals in text (see queries.sql): a UUID's and an int's text never need quoting.
     return {
-        "ids": [lease[0] for lease in leases],
-        "attempts": [lease[1] for lease in leases],
+        "ids": "{" + ",".join([str(lease[0]) for lease in leases]) + "}",
+        "attempts": "{" + ",".join([str(lease[1]) for lease in leases]) + "}",
         "worker_id": worker_id,
     }
 
