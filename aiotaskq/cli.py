@@ -62,7 +62,8 @@ def add_commands(parser: argparse.ArgumentParser, *, settings_option: bool = Tru
     )
     _add_common(run, settings_option)
     status = sub.add_parser(
-        "status", help="counts of pending, future, active, dirty and failed tasks per queue"
+        "status",
+        help="counts of pending, future, active, dirty, failed and succeeded tasks per queue",
     )
     status.add_argument("--json", action="store_true", help="print JSON")
     _add_common(status, settings_option)
@@ -161,7 +162,7 @@ def _by_hand(options: argparse.Namespace) -> int:
         dirty=options.dirty or either,
     )
     action = control.requeue if options.command == "retry" else control.delete
-    count = _asyncio_run(action(selection, get_settings().DIRTY_AFTER))
+    count = len(_asyncio_run(action(selection, get_settings().DIRTY_AFTER)))
     done = "queued again" if options.command == "retry" else "deleted"
     print(f"{count} task{'s' if count != 1 else ''} {done}")
     return 0
@@ -228,6 +229,7 @@ def _status(options: argparse.Namespace) -> int:
                             "active": r.active,
                             "dirty": r.dirty,
                             "failed": r.failed,
+                            "succeeded": r.succeeded,
                             "oldest_pending_age_s": r.oldest_pending_age_s,
                         }
                         for r in rows
@@ -237,7 +239,10 @@ def _status(options: argparse.Namespace) -> int:
             )
         )
         return 0
-    header = ("queue", "pending", "future", "active", "dirty", "failed", "oldest pending")
+    header = (
+        *("queue", "pending", "future", "active", "dirty", "failed", "succeeded"),
+        "oldest pending",
+    )
     table = [header] + [
         (
             r.queue,
@@ -246,6 +251,7 @@ def _status(options: argparse.Namespace) -> int:
             str(r.active),
             str(r.dirty),
             str(r.failed),
+            str(r.succeeded),
             "-" if r.oldest_pending_age_s is None else f"{r.oldest_pending_age_s:.1f} s",
         )
         for r in rows

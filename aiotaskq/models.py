@@ -77,10 +77,19 @@ class Task(models.Model):
                 name="aiotaskq_task_result_expiry",
                 condition=models.Q(state="succeeded"),
             ),
-            # The next ETA of a queue, and the Pending/Future counts.
+            # The next ETA of a queue (the worker's "next_eta").
             models.Index(
                 fields=["queue", "execute_at"],
                 name="aiotaskq_task_eta",
+                condition=models.Q(state="queued"),
+            ),
+            # The admin's Future view: "execute_at > now()" over every queue is a range of
+            # this index, where aiotaskq_task_eta (queue first) would be read whole, due
+            # rows and all, to find them. Its list (the next first) and its count read only
+            # the future rows. It costs every enqueue one more index entry.
+            models.Index(
+                fields=["execute_at"],
+                name="aiotaskq_task_queued_eta",
                 condition=models.Q(state="queued"),
             ),
             # The admin's Failed view, newest first, without reading the queued rows. Only
@@ -116,8 +125,8 @@ class Task(models.Model):
 # The admin's groups, the same as `aiotaskq status` (the "status" statement of queries.sql).
 # Each is a proxy of Task whose default manager holds only that group's rows, compared with
 # the database's clock at query time. Their permissions are the admin's: "view"; "change" to
-# run Failed or Dirty tasks again; "delete" to delete them, or to revoke Pending, Future and
-# Active ones. Nothing adds a task through the admin, so there is no "add".
+# run Failed, Dirty or Succeeded tasks again; "delete" to delete them, or to revoke Pending,
+# Future and Active ones. Nothing adds a task through the admin, so there is no "add".
 
 _T = TypeVar("_T", bound=Task)
 
@@ -162,6 +171,11 @@ class DirtyManager(GroupManager["DirtyTask"]):
 class FailedManager(GroupManager["FailedTask"]):
     def condition(self) -> models.Q:
         return models.Q(state=State.FAILED)
+
+
+class SucceededManager(GroupManager["SucceededTask"]):
+    def condition(self) -> models.Q:
+        return models.Q(state=State.SUCCEEDED)
 
 
 class PendingTask(Task):
@@ -216,6 +230,18 @@ class FailedTask(Task):
     class Meta:
         proxy = True
         verbose_name = "failed task"
+        default_permissions = ("view", "change", "delete")
+
+
+class SucceededTask(Task):
+    """Succeeded and kept with its return value until ``expires_at`` (the result retention
+    of Django's tasks framework); aiotaskq's own tasks are deleted when they succeed."""
+
+    objects: ClassVar[SucceededManager] = SucceededManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = "succeeded task"
         default_permissions = ("view", "change", "delete")
 
 

@@ -285,7 +285,7 @@ def test_the_admin_in_a_browser(
             ),
         )
     ]
-    for group in ("pending", "pending", "future", "active", "dirty"):
+    for group in ("pending", "pending", "future", "active", "dirty", "succeeded"):
         insert(db, group, queue="webhooks", name="webhooks.tasks.deliver_webhook")
 
     # The login form.
@@ -296,8 +296,8 @@ def test_the_admin_in_a_browser(
         "document.querySelector('#login-form').submit()"
     )
     index = browser.js("document.body.innerText")
-    for group in ("Pending tasks", "Future tasks", "Active tasks", "Dirty tasks", "Failed tasks"):
-        assert group in index, index
+    for group in ("Pending", "Future", "Active", "Dirty", "Failed", "Succeeded"):
+        assert f"{group} tasks" in index, index
 
     # Every view renders, with its rows.
     for model, rows in (
@@ -306,6 +306,7 @@ def test_the_admin_in_a_browser(
         ("activetask", 1),
         ("dirtytask", 1),
         ("failedtask", 4),
+        ("succeededtask", 1),
     ):
         browser.open(f"{server}/admin/aiotaskq/{model}/")
         count = browser.js("document.querySelectorAll('#result_list tbody tr').length")
@@ -342,3 +343,7 @@ def test_the_admin_in_a_browser(
     ).fetchone()
     assert others == (3,)
     assert isinstance(failed[0], uuid.UUID)
+    # The admin's history has it ("Recent actions" on the index page).
+    browser.open(f"{server}/admin/")
+    recent = browser.js("document.querySelector('#recent-actions-module').innerText")
+    assert str(failed[0]) in recent, recent

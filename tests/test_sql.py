@@ -73,7 +73,7 @@ PARAMS: dict[str, dict[str, Any]] = {
         "dirty_after": 10.0,
         "worker_id": "w",
     },
-    "revoke": {"id": uuid.uuid4(), "channel": "aiotaskq/control"},
+    "revoke": {"ids": [uuid.uuid4()], "channel": "aiotaskq/control"},
     "requeue": {"ids": None, "queue": "q", "failed": True, "dirty": False, "dirty_after": 10.0},
     "notify": {"channels": [channel_for("q")]},
     "delete": {
@@ -81,6 +81,7 @@ PARAMS: dict[str, dict[str, Any]] = {
         "queue": None,
         "failed": True,
         "dirty": True,
+        "succeeded": True,
         "dirty_after": 10.0,
     },
     "succeed": {

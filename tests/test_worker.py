@@ -157,14 +157,23 @@ def test_status_counts_every_group(db: Any) -> None:
         # A heartbeat in the future stays fresh however slow the CLI is on a loaded machine.
         "(gen_random_uuid(), 'x', 'running', now() + interval '1 hour', 1, 'w'),"
         "(gen_random_uuid(), 'x', 'running', now() - interval '1 hour', 1, 'w'),"
-        "(gen_random_uuid(), 'x', 'failed', now(), 1, 'w')"
+        "(gen_random_uuid(), 'x', 'failed', now(), 1, 'w'),"
+        # A result kept by Django's tasks framework.
+        "(gen_random_uuid(), 'x', 'succeeded', now(), 1, 'w')"
     )
     status = _status_json()["queues"]
     default = status["default"]
     age = default.pop("oldest_pending_age_s")
     assert isinstance(age, float)
     assert age >= 0
-    assert default == {"pending": 1, "future": 1, "active": 1, "dirty": 1, "failed": 1}
+    assert default == {
+        "pending": 1,
+        "future": 1,
+        "active": 1,
+        "dirty": 1,
+        "failed": 1,
+        "succeeded": 1,
+    }
     assert status["a"]["pending"] == 1
     text = run_cli("status").stdout
     assert text.splitlines()[0].split() == [
@@ -174,6 +183,7 @@ def test_status_counts_every_group(db: Any) -> None:
         "active",
         "dirty",
         "failed",
+        "succeeded",
         "oldest",
         "pending",
     ]

@@ -1,13 +1,28 @@
 """The Django admin of aiotaskq (with ``django.contrib.admin`` installed): Pending, Future,
-Active, Dirty and Failed tasks, each its own view with its own permissions, and a summary by
-queue and task name. See "The admin" in README.md."""
+Active, Dirty, Failed and Succeeded tasks (kept results), each its own view with its own
+permissions, and a summary by queue and task name. See "The admin" in README.md."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 
-from ..models import ActiveTask, DirtyTask, FailedTask, FutureTask, PendingTask, TaskSummary
-from .groups import ActiveAdmin, DirtyAdmin, FailedAdmin, FutureAdmin, PendingAdmin
+from ..models import (
+    ActiveTask,
+    DirtyTask,
+    FailedTask,
+    FutureTask,
+    PendingTask,
+    SucceededTask,
+    TaskSummary,
+)
+from .groups import (
+    ActiveAdmin,
+    DirtyAdmin,
+    FailedAdmin,
+    FutureAdmin,
+    PendingAdmin,
+    SucceededAdmin,
+)
 from .summary import SummaryAdmin
 
 __all__ = [
@@ -16,6 +31,7 @@ __all__ = [
     "FailedAdmin",
     "FutureAdmin",
     "PendingAdmin",
+    "SucceededAdmin",
     "SummaryAdmin",
 ]
 
@@ -24,4 +40,5 @@ admin.site.register(FutureTask, FutureAdmin)
 admin.site.register(ActiveTask, ActiveAdmin)
 admin.site.register(DirtyTask, DirtyAdmin)
 admin.site.register(FailedTask, FailedAdmin)
+admin.site.register(SucceededTask, SucceededAdmin)
 admin.site.register(TaskSummary, SummaryAdmin)

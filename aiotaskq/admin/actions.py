@@ -1,28 +1,46 @@
-"""The actions, through the command line's SQL (``aiotaskq/db/queries.sql``): "Run again now"
-(``requeue`` + ``notify``) and "Delete" for Failed and Dirty tasks, "Revoke" (``revoke``) for
-Pending, Future and Active ones. Each statement checks the group again under the row lock;
-a task that left the group since the page was shown is left alone, and the message says so.
-Delete and Revoke ask first, as Django's own "delete selected" does."""
+"""The actions, through the command line's SQL (``aiotaskq/db/queries.sql``), each one
+statement for the whole selection however many rows it holds ("select all" over a backlog
+included): "Run again now" (``requeue`` + ``notify``) and "Delete" for Failed and Dirty
+tasks; "Run again now" (a new task, through ``enqueue``) and "Delete" for Succeeded ones;
+"Revoke" (``revoke``) for Pending, Future and Active ones. Each statement checks the group
+again under the row lock; a task that left the group since the page was shown is left alone,
+and the message says so. Delete and Revoke ask first, as Django's own "delete selected" does.
+
+Every action writes the admin's history (``LogEntry``) for the tasks it changed, in bulk, in
+the same transaction as the change when the history lives in the same database."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth import get_permission_codename
-from django.db import transaction
-from django.db.models import QuerySet
+from django.db import router, transaction
+from django.db.models import QuerySet, TextField
+from django.db.models.functions import Cast
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from ..conf import get_settings
 from ..db import control
+from ..db import enqueue as db_enqueue
+from ..models import PendingTask, Task
 from .pages import TaskAdmin, group_word
 from .pagination import EstimatedCountPaginator
 
-__all__ = ["ByHand", "Revocable"]
+__all__ = ["ByHand", "Kept", "Revocable"]
+
+#: What the history says of each action (``LogEntry.change_message``).
+REQUEUED = "Run again now: queued again, due now."
+RERUN = "Run again now as a new task with the same arguments."
+RERUN_FROM = "Run again now: a new task with the arguments of a succeeded one."
+REVOKED_QUEUED = "Revoked before running."
+REVOKED_RUNNING = "Revoked while running: its worker was told to cancel it."
 
 
 def _confirm(
@@ -77,30 +95,69 @@ def _tasks(n: int) -> str:
     return "1 task" if n == 1 else f"{n} tasks"
 
 
-class ByHand(TaskAdmin):
-    """Failed and Dirty tasks: run again, or delete (``aiotaskq retry`` / ``delete``)."""
+# -- the selection and its history --------------------------------------------------------
 
-    #: Which of the statements' groups this view is: Failed, or Dirty.
-    failed: ClassVar[bool]
-    actions = ("requeue", "delete_selected")
-    detail_actions = (("requeue", "Run again now"), ("delete_selected", "Delete…"))
 
-    def _ids(self, queryset: QuerySet[Any]) -> list[uuid.UUID]:
-        return list(queryset.values_list("pk", flat=True))
+def _picked(queryset: QuerySet[Any]) -> dict[uuid.UUID, tuple[str, str]]:
+    """The selected tasks' ids, with what the history shows of them (name and queue), in
+    one query whatever the selection's size; none of the list's computed columns."""
+    rows = queryset.order_by().values_list("pk", "name", "queue")
+    return {task_id: (name, queue) for task_id, name, queue in rows}
 
-    def _selection(self, ids: list[uuid.UUID]) -> control.Selection:
-        return control.Selection(ids=ids, failed=self.failed, dirty=not self.failed)
 
-    @admin.action(
-        description="Run selected %(verbose_name_plural)s again now", permissions=["change"]
-    )
-    def requeue(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        """Queued again, due now, with the same arguments and their error history; their
-        queues' workers are woken at commit. The SQL re-checks the group under a row lock."""
-        ids = self._ids(queryset)
-        settings = get_settings()
-        done = control.requeue_sync(self._selection(ids), settings.DIRTY_AFTER, settings.DATABASE)
-        _report(self, request, done, len(ids), "queued again, due now")
+@contextmanager
+def _one_transaction(alias: str) -> Iterator[None]:
+    """The task table's transaction, and the history's too when ``LogEntry`` is written to
+    another database: the change and its history commit together, or one right after the
+    other across two databases."""
+    history = router.db_for_write(LogEntry)
+    with transaction.atomic(using=alias):
+        if history == alias:
+            yield
+        else:
+            with transaction.atomic(using=history):
+                yield
+
+
+def _log(
+    request: HttpRequest,
+    model: type[Task],
+    picked: dict[uuid.UUID, tuple[str, str]],
+    done: Iterable[uuid.UUID],
+    flag: int,
+    message: str = "",
+) -> None:
+    """One history entry per task in ``done``, written in bulk (``log_actions``, as Django's
+    ``log_deletions`` does): a few statements for any number of tasks."""
+    tasks = [
+        model(pk=task_id, name=picked[task_id][0], queue=picked[task_id][1])
+        for task_id in done
+        if task_id in picked
+    ]
+    if tasks:
+        user_id = request.user.pk
+        assert user_id is not None, "the admin's views need a logged-in user"
+        LogEntry.objects.log_actions(
+            user_id=user_id, queryset=tasks, action_flag=flag, change_message=message
+        )
+
+
+# -- the views' actions -------------------------------------------------------------------
+
+
+class _Deletable(TaskAdmin):
+    """Tasks that stay until someone acts on them: Failed, Dirty and Succeeded."""
+
+    #: Which of the ``delete`` statement's groups this view is.
+    selection: ClassVar[control.Selection]
+    #: What "Delete" says of the tasks before it asks.
+    delete_note: ClassVar[str]
+
+    def _selection(self, ids: Iterable[uuid.UUID]) -> control.Selection:
+        s = self.selection
+        return control.Selection(
+            ids=list(ids), failed=s.failed, dirty=s.dirty, succeeded=s.succeeded
+        )
 
     # Named as Django's own action, which it replaces here.
     @admin.action(description="Delete selected %(verbose_name_plural)s", permissions=["delete"])
@@ -108,19 +165,100 @@ class ByHand(TaskAdmin):
         self, request: HttpRequest, queryset: QuerySet[Any]
     ) -> TemplateResponse | None:
         if request.POST.get("post") != "yes":
-            return _confirm(
-                self,
-                request,
-                queryset,
-                "delete_selected",
-                "Delete",
-                "The tasks are removed with their arguments and errors; they will not run.",
-            )
-        ids = self._ids(queryset)
+            return _confirm(self, request, queryset, "delete_selected", "Delete", self.delete_note)
         settings = get_settings()
-        done = control.delete_sync(self._selection(ids), settings.DIRTY_AFTER, settings.DATABASE)
-        _report(self, request, done, len(ids), "deleted")
+        with _one_transaction(settings.DATABASE):
+            picked = _picked(queryset)
+            done = control.delete_sync(
+                self._selection(picked), settings.DIRTY_AFTER, settings.DATABASE
+            )
+            _log(request, self.model, picked, done, DELETION)
+        _report(self, request, len(done), len(picked), "deleted")
         return None
+
+
+class ByHand(_Deletable):
+    """Failed and Dirty tasks: run again, or delete (``aiotaskq retry`` / ``delete``)."""
+
+    actions = ("requeue", "delete_selected")
+    detail_actions = (("requeue", "Run again now"), ("delete_selected", "Delete…"))
+    delete_note = "The tasks are removed with their arguments and errors; they will not run."
+
+    @admin.action(
+        description="Run selected %(verbose_name_plural)s again now", permissions=["change"]
+    )
+    def requeue(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        """Queued again, due now, with the same arguments and their error history; their
+        queues' workers are woken at commit. The SQL re-checks the group under a row lock."""
+        settings = get_settings()
+        with _one_transaction(settings.DATABASE):
+            picked = _picked(queryset)
+            done = control.requeue_sync(
+                self._selection(picked), settings.DIRTY_AFTER, settings.DATABASE
+            )
+            _log(request, self.model, picked, done, CHANGE, REQUEUED)
+        _report(self, request, len(done), len(picked), "queued again, due now")
+
+
+class Kept(_Deletable):
+    """Succeeded tasks (kept results): run again as new tasks, or delete."""
+
+    selection = control.Selection(failed=False, dirty=False, succeeded=True)
+    actions = ("requeue", "delete_selected")
+    detail_actions = (("requeue", "Run again now"), ("delete_selected", "Delete…"))
+    delete_note = (
+        "The results are removed with the tasks' arguments; get_result() will no longer find them."
+    )
+
+    @admin.action(
+        description="Run selected %(verbose_name_plural)s again now", permissions=["change"]
+    )
+    def requeue(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        """A new task for each, due now, with the same name, queue, priority, time limit and
+        arguments, written as any enqueue is (one statement for them all; their queues'
+        workers woken at commit). The kept results stay as they are: a finished result never
+        changes (Django's ``TaskResult``), so running it again is a new task with its own id,
+        as calling the task a second time would be."""
+        settings = get_settings()
+        sources = (
+            queryset.order_by()
+            .annotate(
+                args_text=Cast("args", output_field=TextField()),
+                kwargs_text=Cast("kwargs", output_field=TextField()),
+            )
+            .values_list(
+                "pk", "name", "queue", "priority", "time_limit", "args_text", "kwargs_text"
+            )
+        )
+        with _one_transaction(settings.DATABASE):
+            picked: dict[uuid.UUID, tuple[str, str]] = {}
+            rows = []
+            for task_id, name, queue, priority, time_limit, args, kwargs in sources:
+                picked[task_id] = (name, queue)
+                rows.append(
+                    db_enqueue.TaskRow(
+                        id=uuid.uuid4(),
+                        name=name,
+                        queue=queue,
+                        priority=priority,
+                        args=args,
+                        kwargs=kwargs,
+                        time_limit=time_limit,
+                    )
+                )
+            added = {r.id: (r.name, r.queue) for r in rows}
+            if rows:
+                db_enqueue.insert_sync(rows, settings.DATABASE)
+            # The history of both: the results that were run again, and the new tasks
+            # (Pending: due now).
+            _log(request, self.model, picked, picked.keys(), CHANGE, RERUN)
+            _log(request, PendingTask, added, added.keys(), ADDITION, RERUN_FROM)
+        self.message_user(
+            request,
+            f"{_tasks(len(rows))} queued again as new {_its(len(rows), 'task', 'tasks')}, due "
+            "now; the kept results stay as they are.",
+            messages.SUCCESS,
+        )
 
 
 class Revocable(TaskAdmin):
@@ -142,7 +280,8 @@ class Revocable(TaskAdmin):
     @admin.action(description="Revoke selected %(verbose_name_plural)s", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[Any]) -> TemplateResponse | None:
         """A queued task is deleted and never runs; a running one is announced to its worker,
-        which cancels it if it is a coroutine (``AsyncResult.revoke()``)."""
+        which cancels it if it is a coroutine (``AsyncResult.revoke()``). One statement for
+        the whole selection; the announcements go out at commit."""
         if request.POST.get("post") != "yes":
             return _confirm(
                 self,
@@ -154,15 +293,12 @@ class Revocable(TaskAdmin):
                 "cancelled by its worker and kept as failed; a running plain function "
                 "cannot be interrupted and finishes.",
             )
-        ids = list(queryset.values_list("pk", flat=True))
-        alias = get_settings().DATABASE
-        deleted = announced = 0
-        # One transaction: the announcements to the workers go out at its commit.
-        with transaction.atomic(using=alias):
-            for task_id in ids:
-                was_queued, was_running = control.revoke_sync(task_id, alias)
-                deleted += was_queued
-                announced += was_running
+        with _one_transaction(get_settings().DATABASE):
+            picked = _picked(queryset)
+            done = control.revoke_many_sync(picked.keys(), get_settings().DATABASE)
+            _log(request, self.model, picked, done.deleted, DELETION, REVOKED_QUEUED)
+            _log(request, self.model, picked, done.announced, CHANGE, REVOKED_RUNNING)
+        deleted, announced = len(done.deleted), len(done.announced)
         if deleted:
             self.message_user(request, f"{_tasks(deleted)} revoked: deleted before running.")
         if announced:
@@ -171,7 +307,7 @@ class Revocable(TaskAdmin):
                 f"{_tasks(announced)} running: {_its(announced, 'worker was', 'workers were')}"
                 " told to cancel them.",
             )
-        gone = len(ids) - deleted - announced
+        gone = len(picked) - deleted - announced
         if gone:
             self.message_user(
                 request,

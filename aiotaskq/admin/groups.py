@@ -1,20 +1,30 @@
-"""The five views, each with its columns and its order: Pending, Future, Active, Dirty and
-Failed tasks (the groups of ``aiotaskq status``)."""
+"""The six views, each with its columns and its order: Pending, Future, Active, Dirty, Failed
+and Succeeded tasks (the groups of ``aiotaskq status``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import DurationField, ExpressionWrapper, F
+from django.db.models import DurationField, ExpressionWrapper, F, TextField
 from django.db.models.fields.json import KT
-from django.db.models.functions import Now
+from django.db.models.functions import Cast, Left, Now
+from django.http import HttpRequest
+from django.utils.safestring import SafeString
 
+from ..db import control
 from ..models import Task
-from .actions import ByHand, Revocable
-from .render import duration
+from .actions import ByHand, Kept, Revocable
+from .render import duration, json_html
 
-__all__ = ["ActiveAdmin", "DirtyAdmin", "FailedAdmin", "FutureAdmin", "PendingAdmin"]
+__all__ = [
+    "ActiveAdmin",
+    "DirtyAdmin",
+    "FailedAdmin",
+    "FutureAdmin",
+    "PendingAdmin",
+    "SucceededAdmin",
+]
 
 
 def _since(field: str) -> ExpressionWrapper[Any]:
@@ -46,10 +56,11 @@ class PendingAdmin(Revocable):
 
 
 class FutureAdmin(Revocable):
-    """Queued for later, per queue, the next first."""
+    """Queued for later, the next first (over every queue: the index
+    aiotaskq_task_queued_eta reads them in this order; filter on a queue for one)."""
 
     list_display = ("name", "queue", "priority", "execute_at", "due_in", "attempt")
-    ordering = ("queue", "execute_at")
+    ordering = ("execute_at",)
 
     def list_annotations(self) -> dict[str, Any]:
         return {"due_in_": _until("execute_at")}
@@ -80,7 +91,7 @@ class ActiveAdmin(Revocable):
 class DirtyAdmin(ByHand):
     """Running, but the worker's heartbeat stopped: the longest-silent first."""
 
-    failed = False
+    selection = control.Selection(failed=False, dirty=True)
     list_display = ("name", "queue", "worker_id", "attempt", "started_at", "silent_for")
     ordering = ("alive_at",)
 
@@ -95,7 +106,7 @@ class DirtyAdmin(ByHand):
 class FailedAdmin(ByHand):
     """Failed for good, the newest first, with the last attempt's error."""
 
-    failed = True
+    selection = control.Selection(failed=True, dirty=False)
     list_display = ("name", "queue", "attempt", "failed_ago", "last_error")
     ordering = ("-finished_at",)
 
@@ -118,5 +129,63 @@ class FailedAdmin(ByHand):
         if not kind:
             return "-"
         short = kind.rsplit(".", 1)[-1]
-        text = f"{short}: {message}" if message else short
-        return text if len(text) <= 120 else text[:119] + "…"
+        return _short(f"{short}: {message}" if message else short)
+
+
+def _short(text: str, size: int = 120) -> str:
+    return text if len(text) <= size else text[: size - 1] + "…"
+
+
+class SucceededAdmin(Kept):
+    """Succeeded tasks that keep their result (Django's tasks framework), until their
+    retention ends: the newest first, with the start of the return value.
+
+    The order is by ``expires_at`` (finished_at plus the backend's RESULT_RETENTION), which
+    the index of the pruning (aiotaskq_task_result_expiry) reads backwards without sorting
+    the group; with one retention it is the order of finishing. The result's page shows
+    the whole value and every time."""
+
+    list_display = ("name", "queue", "attempt", "finished_ago", "kept_for", "result")
+    ordering = ("-expires_at",)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        return (
+            (None, {"fields": ("name", "id", "queue", "priority", "state")}),
+            ("Result", {"fields": ("return_value_json",)}),
+            ("Arguments", {"fields": ("args_json", "kwargs_json")}),
+            ("Times", {"fields": ("created", "execute", "started", "finished", "kept_until")}),
+            ("Attempts", {"fields": ("worker_id", "attempt", "time_limit")}),
+            ("Errors of earlier attempts", {"fields": ("error_history",)}),
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return (*super().get_readonly_fields(request, obj), "return_value_json", "kept_until")
+
+    def list_annotations(self) -> dict[str, Any]:
+        # The start of the value only: a large result is not read whole into the list.
+        return {
+            "finished_for": _since("finished_at"),
+            "kept_for_": _until("expires_at"),
+            "result_start": Left(Cast("return_value", output_field=TextField()), 121),
+        }
+
+    @admin.display(description="succeeded", ordering="-finished_at")
+    def finished_ago(self, obj: Task) -> str:
+        return _cell(f"{duration(getattr(obj, 'finished_for', None))} ago")
+
+    @admin.display(description="kept for", ordering="-expires_at")
+    def kept_for(self, obj: Task) -> str:
+        return _cell(duration(getattr(obj, "kept_for_", None)))
+
+    @admin.display(description="result")
+    def result(self, obj: Task) -> str:
+        start: str | None = getattr(obj, "result_start", None)
+        return "-" if start is None else _short(start)
+
+    @admin.display(description="return value")
+    def return_value_json(self, obj: Task) -> SafeString:
+        return json_html(obj.return_value)
+
+    @admin.display(description="kept until")
+    def kept_until(self, obj: Task) -> str:
+        return self.expires(obj)

@@ -28,6 +28,7 @@ from ..models import (
     FutureTask,
     PendingTask,
     State,
+    SucceededTask,
     Task,
     dirty_before,
 )
@@ -256,4 +257,6 @@ def _group_of(pk: uuid.UUID) -> type[Task] | None:
         return ActiveTask if beating else DirtyTask
     if state == State.FAILED:
         return FailedTask
+    if state == State.SUCCEEDED:
+        return SucceededTask
     return None

@@ -16,7 +16,15 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from ..conf import get_settings
-from ..models import ActiveTask, DirtyTask, FailedTask, FutureTask, PendingTask, Task
+from ..models import (
+    ActiveTask,
+    DirtyTask,
+    FailedTask,
+    FutureTask,
+    PendingTask,
+    SucceededTask,
+    Task,
+)
 from .render import duration
 
 if TYPE_CHECKING:
@@ -33,6 +41,7 @@ GROUPS: tuple[tuple[str, type[Task]], ...] = (
     ("active", ActiveTask),
     ("dirty", DirtyTask),
     ("failed", FailedTask),
+    ("succeeded", SucceededTask),
 )
 
 
@@ -110,7 +119,7 @@ class SummaryAdmin(_ModelAdmin):
         for values in rows:
             row: dict[str, Any] = dict(values)
             if not any(row[key] for key, _ in GROUPS):
-                continue  # only rows of other states (kept results)
+                continue  # rows in no group (a running row without a heartbeat yet)
             line = Line(queue=row["queue"], name=row["name"])
             query = urlencode({"queue": row["queue"], "name": row["name"]})
             for key, _ in GROUPS:

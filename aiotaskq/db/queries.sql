@@ -261,21 +261,41 @@ RETURNING t.id, t.name, t.queue, t.state;
 
 
 -- name: revoke
--- A queued or future task is deleted: it never runs. A running one is announced on the
--- control channel at commit; the worker that holds it cancels it if it is a coroutine.
-WITH deleted AS (
-    DELETE FROM aiotaskq_task WHERE id = %(id)s AND state = 'queued' RETURNING id
+-- One task or many: a queued or future task is deleted, it never runs; a running one is
+-- announced on the control channel at commit (one notification per task, "revoke:<id>"), and
+-- the worker that holds it cancels it if it is a coroutine. Locking: the DELETE waits for a
+-- row another transaction holds (a worker claiming it at this moment) and re-checks it once
+-- that commits; a task claimed meanwhile is no longer queued, so it is announced instead
+-- (its id is in "seen" as queued but not in "deleted"). A task that finished meanwhile is
+-- announced too, and its worker ignores the id. Running rows are never locked: a worker's
+-- heartbeat and ack never wait for a revoke.
+WITH seen AS (
+    SELECT id, state FROM aiotaskq_task
+    WHERE id = ANY(%(ids)s::uuid[]) AND state IN ('queued', 'running')
 ),
-running AS (
-    SELECT id FROM aiotaskq_task WHERE id = %(id)s AND state = 'running'
+deleted AS (
+    DELETE FROM aiotaskq_task t
+    USING seen
+    WHERE t.id = seen.id AND seen.state = 'queued' AND t.state = 'queued'
+    RETURNING t.id
+),
+announced AS MATERIALIZED (
+    SELECT seen.id, pg_notify(%(channel)s, 'revoke:' || seen.id::text)
+    FROM seen
+    WHERE seen.id NOT IN (SELECT id FROM deleted)
 )
-SELECT (SELECT count(*) FROM deleted) AS deleted,
-       (SELECT count(pg_notify(%(channel)s, 'revoke:' || id::text)) FROM running) AS running;
+SELECT id, true AS deleted FROM deleted
+UNION ALL
+SELECT id, false FROM announced;
 
 
 -- name: requeue
 -- By hand (the CLI, the admin): failed or Dirty tasks back to queued, due now, with the
--- same arguments and their error history. Followed by "notify" in the same transaction.
+-- same arguments and their error history; one statement for the whole selection. Followed
+-- by "notify" in the same transaction. Locking: SKIP LOCKED leaves a row another transaction
+-- holds (a worker writing its outcome, another requeue) alone, and the group is re-checked
+-- under the row lock, so a task that left the group since it was selected is not touched.
+-- Returns the tasks requeued, with their queues (to wake).
 WITH picked AS (
     SELECT id FROM aiotaskq_task
     WHERE (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
@@ -289,7 +309,7 @@ UPDATE aiotaskq_task t
 SET state = 'queued', execute_at = now(), worker_id = NULL, started_at = NULL,
     alive_at = NULL, finished_at = NULL
 FROM picked WHERE t.id = picked.id
-RETURNING t.queue;
+RETURNING t.id, t.queue;
 
 
 -- name: notify
@@ -299,17 +319,23 @@ SELECT count(pg_notify(c, '')), now() AS transaction_time FROM unnest(%(channels
 
 
 -- name: delete
--- By hand: failed or Dirty tasks removed.
+-- By hand: failed, Dirty, or succeeded (kept results) tasks removed; one statement for the
+-- whole selection. Locking: a row another transaction holds is waited for, then re-checked
+-- against the group once that commits (a Dirty task whose worker came back and acked it is
+-- gone; one that was requeued is no longer in the group). Returns the tasks deleted.
 DELETE FROM aiotaskq_task
 WHERE (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND ((%(failed)s::boolean AND state = 'failed')
+       OR (%(succeeded)s::boolean AND state = 'succeeded')
        OR (%(dirty)s::boolean AND state = 'running'
-           AND alive_at < now() - make_interval(secs => %(dirty_after)s)));
+           AND alive_at < now() - make_interval(secs => %(dirty_after)s)))
+RETURNING id;
 
 
 -- name: status
--- The admin's groups, per queue: Pending (due), Future, Active, Dirty, Failed. Reads only.
+-- The admin's groups, per queue: Pending (due), Future, Active, Dirty, Failed, Succeeded
+-- (kept results). Reads only.
 SELECT queue,
        count(*) FILTER (WHERE state = 'queued' AND execute_at <= now()) AS pending,
        count(*) FILTER (WHERE state = 'queued' AND execute_at > now()) AS future,
@@ -318,6 +344,7 @@ SELECT queue,
        count(*) FILTER (WHERE state = 'running'
                           AND alive_at < now() - make_interval(secs => %(dirty_after)s)) AS dirty,
        count(*) FILTER (WHERE state = 'failed') AS failed,
+       count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
        extract(epoch FROM now() - min(execute_at) FILTER (
            WHERE state = 'queued' AND execute_at <= now()))::float8 AS oldest_pending_age_s
 FROM aiotaskq_task

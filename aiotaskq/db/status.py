@@ -1,4 +1,5 @@
-"""Counts per queue for ``aiotaskq status`` (the admin's groups)."""
+"""Counts per queue for ``aiotaskq status`` (the admin's groups; ``succeeded`` counts the
+kept results of Django's tasks framework)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ class QueueStatus:
     active: int
     dirty: int
     failed: int
+    succeeded: int
     oldest_pending_age_s: float | None
 
 
@@ -37,7 +39,8 @@ async def queue_status(dirty_after: float) -> list[QueueStatus]:
             active=r[3],
             dirty=r[4],
             failed=r[5],
-            oldest_pending_age_s=r[6],
+            succeeded=r[6],
+            oldest_pending_age_s=r[7],
         )
         for r in rows
     ]
