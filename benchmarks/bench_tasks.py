@@ -31,3 +31,11 @@ async def sleep_for(seconds: float) -> None:
 @task
 async def ping(sample: int) -> None:
     probe.started(sample)
+
+
+@task
+async def stamped(enqueued_at: float, report: bool) -> None:
+    # Only some tasks report (``report``): at thousands a second, one datagram each would
+    # add to the load being measured.
+    if report:
+        probe.picked_up(enqueued_at)

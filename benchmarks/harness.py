@@ -116,6 +116,8 @@ class Probe:
         self._firsts: list[float] = []
         self._dones: list[float] = []
         self._starts: dict[int, float] = {}
+        self._counts: dict[int, int] = {}  # the latest running count of each worker process
+        self._pickups: list[tuple[float, float]] = []  # (enqueued, started)
         self._closed = False
         self._thread = threading.Thread(target=self._receive, name="probe", daemon=True)
         self._thread.start()
@@ -134,6 +136,11 @@ class Probe:
                     self._firsts.append(float(msg["t"]))
                 elif msg["kind"] == "done":
                     self._dones.append(float(msg["t"]))
+                elif msg["kind"] == "count":
+                    pid = int(msg["pid"])
+                    self._counts[pid] = max(self._counts.get(pid, 0), int(msg["n"]))
+                elif msg["kind"] == "pickup":
+                    self._pickups.append((float(msg["enq"]), float(msg["t"])))
                 else:
                     self._starts[int(msg["sample"])] = float(msg["t"])
                 self._cond.notify_all()
@@ -155,6 +162,18 @@ class Probe:
         with self._cond:
             self._cond.wait_for(lambda: sample in self._starts, timeout)
             return self._starts.get(sample)
+
+    def progress(self, at_least: int = 0, timeout: float = 0.0) -> int:
+        """The tasks finished so far by every worker process together, as last counted
+        (``AIOTASKQ_BENCH_EVERY``); waits up to ``timeout`` for it to reach ``at_least``."""
+        with self._cond:
+            self._cond.wait_for(lambda: sum(self._counts.values()) >= at_least, timeout)
+            return sum(self._counts.values())
+
+    def pickups(self) -> list[tuple[float, float]]:
+        """``(enqueued, started)`` of every task that reported its pickup so far."""
+        with self._cond:
+            return list(self._pickups)
 
     def close(self) -> None:
         self._closed = True

@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    python benchmarks/run.py            # the full run, a few minutes
-    python benchmarks/run.py --quick    # smaller sizes, under a minute
+    python benchmarks/run.py            # the full run, about ten minutes
+    python benchmarks/run.py --quick    # smaller sizes, about a minute
     python benchmarks/run.py --json out.json --only drain,latency --no-peer
 
 It drops and recreates its own database (see ``benchmarks/dbenv.py``), migrates it, runs the
@@ -34,12 +34,24 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import dbenv, harness  # noqa: E402
+from benchmarks import dbenv, harness, scenarios_load  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PEER_VENV = ROOT / "benchmarks" / ".venv-peers"
 TABLE = "aiotaskq_task"
-SCENARIOS = ("enqueue", "enqueue_many", "drain", "drain_sync", "fanout", "latency")
+SCENARIOS = (
+    "enqueue",
+    "enqueue_many",
+    "producers",
+    "drain",
+    "drain_sync",
+    "fanout",
+    "fanout_large",
+    "latency",
+    "sustained",
+    "scaleout",
+    "memory",
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,11 @@ class Sizes:
     drain_sync: int  # sync no-op tasks drained
     fanout: int  # sleeping tasks
     latency: int  # latency samples kept
+    producers: int  # adelay() calls per producer coroutine (20 of them)
+    sustained_s: float  # seconds of the paced load
+    fanout_large: int  # sleeping tasks at --concurrency 500
+    scaleout: int  # async no-op tasks drained by 1, then 4 worker processes
+    memory: int  # async no-op tasks of the long drain
     peer_drain: int
     peer_latency: int
 
@@ -65,6 +82,11 @@ FULL = Sizes(
     drain_sync=5000,
     fanout=2000,
     latency=300,
+    producers=500,
+    sustained_s=60,
+    fanout_large=10_000,
+    scaleout=20_000,
+    memory=1_000_000,
     peer_drain=2000,
     peer_latency=30,
 )
@@ -77,11 +99,17 @@ QUICK = Sizes(
     drain_sync=1000,
     fanout=2000,
     latency=60,
+    producers=100,
+    sustained_s=10,
+    fanout_large=10_000,
+    scaleout=5000,
+    memory=100_000,
     peer_drain=300,
     peer_latency=8,
 )
 DRAIN_CONCURRENCY = 100
 FANOUT_CONCURRENCY = 200
+FANOUT_LARGE_CONCURRENCY = 500
 FANOUT_SLEEP = 0.2
 
 
@@ -305,17 +333,20 @@ def bench_drain(n: int, sync: bool, rounds: int, log_dir: Path) -> dict[str, Any
     return median_round(runs, "tasks_per_s")
 
 
-def bench_fanout(n: int, rounds: int, log_dir: Path) -> dict[str, Any]:
-    """``n`` tasks that each ``await asyncio.sleep(0.2)`` at ``--concurrency 200``: ideally
-    n / 200 * 0.2 s. Timed from the worker's start of claiming (its ``worker.started`` line)
-    to the table found empty."""
+def bench_fanout(
+    n: int, rounds: int, log_dir: Path, concurrency: int = FANOUT_CONCURRENCY
+) -> dict[str, Any]:
+    """``n`` tasks that each ``await asyncio.sleep(0.2)`` at ``--concurrency 200`` (or
+    ``concurrency``): ideally n / concurrency * 0.2 s. Timed from the worker's start of
+    claiming (its ``worker.started`` line) to the table found empty."""
     from benchmarks import bench_tasks
 
     runs = []
     for k in range(rounds):
         fill(lambda i: bench_tasks.sleep_for.s(FANOUT_SLEEP), n)
-        timing = burst(f"fanout-{k + 1}", n, FANOUT_CONCURRENCY, log_dir)
-        timing["ideal_s"] = n / FANOUT_CONCURRENCY * FANOUT_SLEEP
+        name = "fanout" if concurrency == FANOUT_CONCURRENCY else f"fanout-c{concurrency}"
+        timing = burst(f"{name}-{k + 1}", n, concurrency, log_dir)
+        timing["ideal_s"] = n / concurrency * FANOUT_SLEEP
         timing["wall_s"] = timing["ready_to_empty_s"]
         runs.append(timing)
     return median_round(runs, "wall_s")
@@ -488,13 +519,14 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     if r := results.get("enqueue"):
         n = f"x{r['tasks']:,}"
         rows.append(Row(f"enqueue: delay() {n} (sync)", "tasks/s", True, r["sync"]["tasks_per_s"]))
-        rows.append(Row(f"enqueue: await adelay() {n}", "tasks/s", True, r["async"]["tasks_per_s"]))
+        label = f"enqueue: await adelay() {n}"
+        rows.append(Row(label, "tasks/s", True, r["async"]["tasks_per_s"], target=3000))
     if r := results.get("enqueue_many"):
         n = f"{r['tasks']:,}"
-        rows.append(Row(f"enqueue_many({n} signatures)", "tasks/s", True, r["sync"]["tasks_per_s"]))
-        rows.append(
-            Row(f"await aenqueue_many({n} signatures)", "tasks/s", True, r["async"]["tasks_per_s"])
-        )
+        label = f"enqueue_many({n} signatures)"
+        rows.append(Row(label, "tasks/s", True, r["sync"]["tasks_per_s"], target=150_000))
+        label = f"await aenqueue_many({n} signatures)"
+        rows.append(Row(label, "tasks/s", True, r["async"]["tasks_per_s"], target=150_000))
     if r := results.get("drain"):
         label = f"drain: {r['tasks']:,} async no-op, c={r['concurrency']}"
         note = "peer: plain functions, one at a time"
@@ -502,12 +534,13 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     if r := results.get("drain_sync"):
         label = f"drain: {r['tasks']:,} sync no-op, c={r['concurrency']}"
         rows.append(Row(label, "tasks/s", True, r["tasks_per_s"], peer_drain))
-    if r := results.get("fanout"):
-        label = (
-            f"fan-out: {r['tasks']:,} x sleep({FANOUT_SLEEP}), c={r['concurrency']} "
-            f"(ideal {r['ideal_s']:.1f} s)"
-        )
-        rows.append(Row(label, "s", False, r["wall_s"], target=2.6))
+    for key, fanout_target in (("fanout", 2.1), ("fanout_large", 4.3)):
+        if r := results.get(key):
+            label = (
+                f"fan-out: {r['tasks']:,} x sleep({FANOUT_SLEEP}), c={r['concurrency']} "
+                f"(ideal {r['ideal_s']:.1f} s)"
+            )
+            rows.append(Row(label, "s", False, r["wall_s"], target=fanout_target))
     if r := results.get("latency"):
         n_peer = peer.get("latency", {}).get("samples")
         for p, target in (("p50", 5.0), ("p95", None), ("p99", 25.0)):
@@ -515,6 +548,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
             note = f"peer: {n_peer} samples" if n_peer and p == "p50" else ""
             aiotaskq_ms, peer_ms = _ms(r["latency_s"][p]), _ms(peer_lat.get(p))
             rows.append(Row(label, "ms", False, aiotaskq_ms, peer_ms, target, note))
+    rows += [Row(**row) for row in scenarios_load.rows(results)]
     return rows
 
 
@@ -590,7 +624,7 @@ def _cpu_busy(seconds: float = 1.0) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
     parser.add_argument(
         "--json",
         type=Path,
@@ -603,6 +637,15 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated scenarios of: {', '.join(SCENARIOS)}",
     )
     parser.add_argument("--no-peer", action="store_true", help="do not run django-taskq")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="then run django-taskq, procrastinate, Celery and pgqueuer side by side "
+        "(benchmarks/compare.py): benchmarks/results/compare.md and compare.png",
+    )
+    parser.add_argument(
+        "--publish", action="store_true", help="with --compare: copy the table and chart to docs/"
+    )
     options = parser.parse_args(argv)
     only = [s.strip() for s in options.only.split(",") if s.strip()]
     unknown = sorted(set(only) - set(SCENARIOS))
@@ -648,13 +691,26 @@ def main(argv: list[str] | None = None) -> int:
     }
     results: dict[str, Any] = {}
     started = time.monotonic()
+    kit = scenarios_load.Kit(
+        log_dir=log_dir, start_worker=start_worker, truncate=truncate, run_async=run_async
+    )
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("enqueue", lambda: bench_enqueue(sizes.enqueue)),
         ("enqueue_many", lambda: bench_enqueue_many(sizes.enqueue_many, sizes.enqueue_many_rounds)),
+        ("producers", lambda: scenarios_load.bench_producers(kit, sizes.producers)),
         ("drain", lambda: bench_drain(sizes.drain, False, sizes.rounds, log_dir)),
         ("drain_sync", lambda: bench_drain(sizes.drain_sync, True, sizes.rounds, log_dir)),
         ("fanout", lambda: bench_fanout(sizes.fanout, sizes.rounds, log_dir)),
+        (
+            "fanout_large",
+            lambda: bench_fanout(
+                sizes.fanout_large, sizes.rounds, log_dir, FANOUT_LARGE_CONCURRENCY
+            ),
+        ),
         ("latency", lambda: bench_latency(sizes.latency, log_dir)),
+        ("sustained", lambda: scenarios_load.bench_sustained(kit, sizes.sustained_s)),
+        ("scaleout", lambda: scenarios_load.bench_scaleout(kit, sizes.scaleout, sizes.rounds)),
+        ("memory", lambda: scenarios_load.bench_memory(kit, sizes.memory)),
     ]
     for name, step in steps:
         if name in only:
@@ -692,6 +748,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     log(f"wrote {options.json} ({meta['seconds']} s)")
+    if options.compare:
+        from benchmarks import compare
+
+        compare.run(
+            results, meta, log_dir=log_dir, taskq_python=peer_python, publish=options.publish
+        )
     return 0
 
 

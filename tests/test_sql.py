@@ -122,23 +122,53 @@ def test_channel_names_fit_and_differ() -> None:
     assert channel_for(long_a) != channel_for(long_b)
 
 
+# The claim's cost must follow the batch, not the table: at 100k future and 100k due rows a
+# claim of LIMIT rows reads about a dozen buffers per row (the index leaf, the heap page, the
+# row's new version and its index entries), while the table's heap alone is some 4,000 pages.
+CLAIM_FUTURE = CLAIM_DUE = 100_000
+CLAIM_BUFFERS_PER_ROW = 20  # about 13 measured; room for page splits, not for a scan
+
+
+def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]
+
+
 def test_claim_walks_the_partial_index(db: Any) -> None:
     db.execute(
         "INSERT INTO aiotaskq_task (id, name, queue, execute_at) "
-        "SELECT gen_random_uuid(), 't', 'q', now() + (i % 2) * interval '1 hour' "
-        "FROM generate_series(1, 20000) AS i"
+        "SELECT gen_random_uuid(), 't', 'q', "
+        "       CASE WHEN i <= %(future)s THEN now() + interval '1 hour' "
+        "            ELSE now() - interval '1 second' END "
+        "FROM generate_series(1, %(total)s) AS i",
+        {"future": CLAIM_FUTURE, "total": CLAIM_FUTURE + CLAIM_DUE},
     )
     db.execute("ANALYZE aiotaskq_task")
-    with db.transaction(force_rollback=True):
-        db.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        plan = "\n".join(
-            row[0]
-            for row in db.execute(
-                sql.SQL("EXPLAIN ") + sql.SQL(queries.text("claim")),
-                {"queues": ["q"], "limit": 50, "worker_id": "w"},
-            ).fetchall()
-        )
-    assert "aiotaskq_task_due" in plan, plan
+    (heap_pages,) = db.execute(
+        "SELECT pg_relation_size('aiotaskq_task') / current_setting('block_size')::int"
+    ).fetchone()
+    # A prepared statement (the worker's) may switch to the generic plan: check both.
+    for mode in ("force_custom_plan", "force_generic_plan"):
+        for limit in (10, 100):
+            with db.transaction(force_rollback=True):
+                db.execute(sql.SQL("SET LOCAL plan_cache_mode = {}").format(sql.Identifier(mode)))
+                ((explained,),) = db.execute(
+                    sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ")
+                    + sql.SQL(queries.text("claim")),
+                    {"queues": ["q"], "limit": limit, "worker_id": "w"},
+                ).fetchall()
+            top = explained[0]["Plan"]
+            nodes = _plan_nodes(top)
+            where = f"{mode}, limit {limit}"
+            due = [n for n in nodes if n.get("Index Name") == "aiotaskq_task_due"]
+            assert due, f"{where}: the claim does not use aiotaskq_task_due:\n{explained}"
+            assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], where
+            # Rows examined: the index scan stops after the batch and filters nothing out.
+            assert due[0]["Actual Rows"] == limit, where
+            assert due[0].get("Rows Removed by Filter", 0) == 0, where
+            assert top["Actual Rows"] == limit, where
+            buffers = top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+            assert buffers <= CLAIM_BUFFERS_PER_ROW * limit, f"{where}: {buffers} buffers"
+            assert buffers < heap_pages / 2, f"{where}: {buffers} of {heap_pages} pages"
 
 
 def test_errors_through_djangos_cursor_are_ours_too() -> None:

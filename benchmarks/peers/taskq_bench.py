@@ -43,9 +43,9 @@ def _worker(
     )
 
 
-def drain(n: int, log_dir: Path) -> dict[str, Any]:
-    """``n`` no-op tasks, enqueued before the worker starts; from the first task's start
-    (reported by the task) to the table found empty (every row deleted)."""
+def fill(n: int) -> None:
+    """``n`` no-op tasks in an emptied table: django-taskq has no bulk enqueue, so its rows
+    are written with the ORM's ``bulk_create``, as ``delay()`` would write them one by one."""
     from django.utils import timezone
     from django_taskq.models import Task
 
@@ -66,6 +66,12 @@ def drain(n: int, log_dir: Path) -> dict[str, Any]:
         ],
         batch_size=1000,
     )
+
+
+def drain(n: int, log_dir: Path) -> dict[str, Any]:
+    """``n`` no-op tasks, enqueued before the worker starts; from the first task's start
+    (reported by the task) to the table found empty (every row deleted)."""
+    fill(n)
     with harness.connect(dbenv.peer_database_name()) as conn, harness.Probe() as probe:
         conn.execute(f"ANALYZE {TABLE}")
         proc = _worker(log_dir, "drain", probe, expect=n)
