@@ -3,12 +3,15 @@ partial index."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from aiotaskq.db import sql as queries
+from aiotaskq.db.connect import worker_pool
 from aiotaskq.db.listen import channel_for
 
 PARAMS: dict[str, dict[str, Any]] = {
@@ -180,3 +183,57 @@ def test_errors_through_djangos_cursor_are_ours_too() -> None:
     with pytest.raises(DatabaseError, match="Revoking failed") as info:
         control.revoke_sync("not-a-uuid", "default")  # type: ignore[arg-type]
     assert info.value.__cause__ is not None
+
+
+# The worker's statements, prepared on its pooled connections.
+WORKER_STATEMENTS = ("claim", "next_eta", "heartbeat", "ack", "succeed", "fail", "retry", "release")
+
+
+def _positional(text: str) -> tuple[str, list[str]]:
+    """``text`` with its named parameters as $1, $2... (in order of first use), as psycopg
+    sends a prepared statement, and the names in that order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match[1] not in names:
+            names.append(match[1])
+        return f"${names.index(match[1]) + 1}"
+
+    return re.sub(r"%\((\w+)\)s", number, text), names
+
+
+async def test_worker_plans_stay_on_indexes_after_the_table_grows(db: Any) -> None:
+    """A worker that starts on an empty table prepares its statements there, and PostgreSQL
+    may cache a generic plan that scans the (then empty) table. Once the table holds 200k
+    rows, with no ANALYZE since (autovacuum off or behind), no cached plan of the worker may
+    scan it."""
+    pool = worker_pool("aiotaskq-plan-test")
+    await pool.open(wait=True)
+    try:
+        async with pool.connection() as conn:
+            cursor = psycopg.AsyncClientCursor(conn)
+            executes = {}
+            for statement in WORKER_STATEMENTS:
+                text, names = _positional(queries.text(statement))
+                await conn.execute(f"PREPARE probe_{statement} AS {text}".encode())
+                arguments = ", ".join(["%s"] * len(names))
+                executes[statement] = cursor.mogrify(
+                    f"EXECUTE probe_{statement}({arguments})",
+                    [PARAMS[statement][name] for name in names],
+                )
+            # Past the five custom plans after which PostgreSQL may keep a generic one.
+            for _ in range(8):
+                for execute in executes.values():
+                    await conn.execute(execute.encode())
+            db.execute(
+                "INSERT INTO aiotaskq_task (id, name, queue, state, worker_id) "
+                "SELECT gen_random_uuid(), 't', 'q', "
+                "       CASE WHEN i % 2 = 0 THEN 'running' ELSE 'queued' END, 'w' "
+                "FROM generate_series(1, 200000) AS i"
+            )
+            for statement, execute in executes.items():
+                plan = await conn.execute(f"EXPLAIN {execute}".encode())
+                shown = "\n".join(row[0] for row in await plan.fetchall())
+                assert "Seq Scan on aiotaskq_task" not in shown, f"{statement}:\n{shown}"
+    finally:
+        await pool.close()

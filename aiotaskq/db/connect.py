@@ -73,6 +73,12 @@ async def _configure_worker_connection(conn: psycopg.AsyncConnection[Any]) -> No
     # claim only puts the task back, and a lost ack leaves a running row that turns Dirty.
     # Only a crash of PostgreSQL itself (not of the worker) can lose such a commit.
     await conn.execute("SET synchronous_commit = off")
+    # Every statement of the worker finds its rows through an index. Its statements are
+    # prepared, and a plan PostgreSQL caches while the table is empty (a worker started
+    # before the first enqueue) or its statistics are stale (autovacuum off or behind)
+    # would scan the whole table on every ack once the table has grown: this keeps every
+    # plan, cached or not, on the indexes.
+    await conn.execute("SET enable_seqscan = off")
 
 
 def worker_pool(name: str) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
