@@ -109,6 +109,7 @@ class Executor:
         self._worker_id = worker_id
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="aiotaskq")
         self._slot_freed = asyncio.Event()
+        reporter.on_written = self._slot_freed.set  # written outcomes free slots too
         self._empty = asyncio.Event()
         self._empty.set()
         # Set when the jobs still running are being given back: their cancellation is then
@@ -117,7 +118,11 @@ class Executor:
 
     @property
     def free(self) -> int:
-        return self.capacity - len(self.jobs)
+        # Backpressure: outcomes not yet written beyond one batch of ``capacity`` take slots,
+        # so a worker whose acks fall behind (the database is slow) stops claiming more than
+        # it can report, instead of piling up running rows and outcomes in memory.
+        unwritten = self._reporter.backlog - self.capacity
+        return self.capacity - len(self.jobs) - (unwritten if unwritten > 0 else 0)
 
     async def wait_for_slots(self, at_least: int) -> None:
         """Return once ``at_least`` slots are free (or all are)."""

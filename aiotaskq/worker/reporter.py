@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -44,6 +45,16 @@ class Reporter:
         self._pending = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._writing = 0  # outcomes of the flush in progress
+        #: Called after every successful flush (the executor's backpressure listens).
+        self.on_written: Callable[[], None] | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Outcomes handed in and not written yet (those being written included)."""
+        return (
+            len(self._acks) + len(self._fails) + len(self._retries) + len(self._kept)
+        ) + self._writing
 
     def ack(self, lease: Lease) -> None:
         self._acks.append(lease)
@@ -99,6 +110,7 @@ class Reporter:
         acks, fails, retries, kept = self._acks, self._fails, self._retries, self._kept
         self._acks, self._fails, self._retries, self._kept = [], [], [], []
         self._pending.clear()
+        self._writing = len(acks) + len(fails) + len(retries) + len(kept)
         try:
             async with self._pool.connection() as conn:
                 if acks:
@@ -125,5 +137,9 @@ class Reporter:
             if isinstance(exc, DatabaseError):
                 raise
             raise DatabaseError(f"Writing outcomes failed: {exc}") from exc
+        finally:
+            self._writing = 0
+        if self.on_written is not None:
+            self.on_written()
         if not (self._acks or self._fails or self._retries or self._kept):
             self._idle.set()
