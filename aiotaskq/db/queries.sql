@@ -169,6 +169,38 @@ WHERE id IN (
 );
 
 
+-- name: table_health
+-- The task table's dead and changed rows, and whether autovacuum looks after it (on server-wide
+-- and not turned off for this table). Counters come from the statistics collector: a second
+-- or so behind.
+SELECT s.n_dead_tup, s.n_live_tup, s.n_mod_since_analyze,
+       current_setting('autovacuum')::bool
+       AND coalesce((SELECT o.option_value::bool FROM pg_options_to_table(c.reloptions) AS o
+                     WHERE o.option_name = 'autovacuum_enabled'), true) AS autovacuum
+FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+WHERE s.relid = 'aiotaskq_task'::regclass;
+
+
+-- name: vacuum
+-- Only where autovacuum does not run: dead rows of deleted tasks removed, statistics renewed.
+-- Takes no lock that enqueue, claim or ack wait for. Outside any transaction.
+VACUUM (ANALYZE) aiotaskq_task;
+
+
+-- name: analyze
+-- Only where autovacuum does not run: the planner's statistics renewed after many changes.
+ANALYZE aiotaskq_task;
+
+
+-- name: advisory_try
+-- One worker at a time keeps the table (a session lock on the keeper's connection).
+SELECT pg_try_advisory_lock(%(key)s);
+
+
+-- name: advisory_release
+SELECT pg_advisory_unlock(%(key)s);
+
+
 -- name: result
 -- One task's row, for Django's get_result(). Reads only.
 SELECT id, name, queue, priority, state, args::text, kwargs::text, created_at, started_at,

@@ -29,6 +29,7 @@ from .listener import Listener
 from .prune import Pruner
 from .reporter import Reporter
 from .rescue import Rescuer
+from .upkeep import TableKeeper
 
 __all__ = ["ConnectionBudget", "Worker", "WorkerConfig"]
 
@@ -214,6 +215,8 @@ class Worker:
             )
             pruner = Pruner(pool, self.id)
             background.append(asyncio.create_task(pruner.run(), name="aiotaskq-pruner"))
+            keeper = TableKeeper(pool, self.id)
+            background.append(asyncio.create_task(keeper.run(), name="aiotaskq-upkeep"))
             rescuer = Rescuer(pool, self.queues, settings.DIRTY_AFTER, self.id)
             background.append(asyncio.create_task(rescuer.run(), name="aiotaskq-rescuer"))
             if settings.LISTEN and not self.config.burst:

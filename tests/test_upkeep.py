@@ -1,0 +1,73 @@
+"""The task table where autovacuum does not run: the worker vacuums and analyzes it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from aiotaskq.db import upkeep
+from aiotaskq.db.connect import worker_pool
+from aiotaskq.worker.upkeep import VACUUM_DEAD_ROWS, TableKeeper
+from tests.conftest import task_db_conninfo, wait_for
+
+
+@pytest.fixture
+def autovacuum_off_for_the_table(db: psycopg.Connection[Any]) -> Iterator[None]:
+    """Whatever the server's setting, autovacuum does not run for the task table."""
+    db.execute("ALTER TABLE aiotaskq_task SET (autovacuum_enabled = false)")
+    yield
+    db.execute("ALTER TABLE aiotaskq_task RESET (autovacuum_enabled)")
+
+
+def _dead_rows(db: psycopg.Connection[Any]) -> int:
+    db.execute("SELECT pg_stat_clear_snapshot()")
+    (dead,) = db.execute(
+        "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'aiotaskq_task'"
+    ).fetchone() or (0,)
+    return int(dead)
+
+
+@pytest.mark.usefixtures("autovacuum_off_for_the_table")
+async def test_keeper_vacuums_dead_tasks_once_per_table(db: psycopg.Connection[Any]) -> None:
+    total = VACUUM_DEAD_ROWS * 2
+    db.execute(
+        "INSERT INTO aiotaskq_task (id, name, queue) "
+        "SELECT gen_random_uuid(), 't', 'q' FROM generate_series(1, %s)",
+        (total,),
+    )
+    db.execute("DELETE FROM aiotaskq_task")  # what acks do, row by row
+    wait_for(lambda: _dead_rows(db) >= total, what="the statistics to count the dead rows")
+
+    pool = worker_pool("aiotaskq-upkeep-test")
+    await pool.open(wait=True)
+    try:
+        keeper = TableKeeper(pool, "test-worker")
+        # Another worker is keeping the table: this one leaves it alone.
+        with psycopg.connect(task_db_conninfo(), autocommit=True) as other:
+            other.execute("SELECT pg_advisory_lock(%s)", (upkeep.UPKEEP_LOCK,))
+            assert await keeper.keep_once() is None
+            other.execute("SELECT pg_advisory_unlock(%s)", (upkeep.UPKEEP_LOCK,))
+        assert await keeper.keep_once() == "vacuum"
+        wait_for(lambda: _dead_rows(db) == 0, what="the dead rows to be gone")
+        assert await keeper.keep_once() is None, "nothing left to do"
+    finally:
+        await pool.close()
+
+
+async def test_keeper_leaves_the_table_to_autovacuum(db: psycopg.Connection[Any]) -> None:
+    (on,) = db.execute("SELECT current_setting('autovacuum')::bool").fetchone() or (False,)
+    if not on:
+        pytest.skip("autovacuum is off on this server")
+    pool = worker_pool("aiotaskq-upkeep-test")
+    await pool.open(wait=True)
+    try:
+        async with pool.connection() as conn:
+            health = await upkeep.table_health(conn)
+        assert health is not None
+        assert health.autovacuum
+        assert await TableKeeper(pool, "test-worker").keep_once() is None
+    finally:
+        await pool.close()
