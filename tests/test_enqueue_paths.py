@@ -120,6 +120,30 @@ def test_bulk_with_a_bad_signature_writes_nothing(db: psycopg.Connection[Any]) -
     assert db.execute("SELECT count(*) FROM aiotaskq_task").fetchone() == (0,)
 
 
+def test_bulk_with_a_bad_signature_keeps_the_callers_transaction(
+    db: psycopg.Connection[Any],
+) -> None:
+    sigs = [tasks.record.s(f"ok-{i}") for i in range(BULK)] + [tasks.record.s(object())]  # type: ignore[arg-type]
+    with transaction.atomic():
+        tasks.record.delay("before")
+        with pytest.raises(aiotaskq.AiotaskqError, match="positional argument 0"):
+            aiotaskq.enqueue_many(sigs)
+        tasks.record.delay("after")  # the caller's transaction is still usable
+    labels = sorted(r[0] for r in db.execute("SELECT args->>0 FROM aiotaskq_task").fetchall())
+    assert labels == ["after", "before"]
+
+
+@pytest.mark.usefixtures("_close_enqueue_pool")
+async def test_async_bulk_with_a_bad_signature_writes_nothing(db: psycopg.Connection[Any]) -> None:
+    sigs = [tasks.record.s(f"ok-{i}") for i in range(BULK)] + [tasks.record.s(object())]  # type: ignore[arg-type]
+    with pytest.raises(aiotaskq.AiotaskqError, match="positional argument 0"):
+        await aiotaskq.aenqueue_many(sigs)
+    assert db.execute("SELECT count(*) FROM aiotaskq_task").fetchone() == (0,)
+    # The pooled connection went back clean: the next enqueue works.
+    await aiotaskq.aenqueue_many(tasks.record.s(f"next-{i}") for i in range(BULK))
+    assert db.execute("SELECT count(*) FROM aiotaskq_task").fetchone() == (BULK,)
+
+
 @pytest.mark.usefixtures("_close_enqueue_pool")
 async def test_async_bulk_and_concurrent_single_enqueues(db: psycopg.Connection[Any]) -> None:
     bulk = await aiotaskq.aenqueue_many(tasks.record.s(f"bulk-{i}") for i in range(BULK))

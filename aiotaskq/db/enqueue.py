@@ -7,7 +7,7 @@ import asyncio
 import datetime as dt
 import uuid
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,15 @@ from .connect import connection, translate_errors
 from .listen import channel_for, channels_for
 from .sql import text
 
-__all__ = ["TaskRow", "insert", "insert_one", "insert_one_sync", "insert_sync"]
+__all__ = [
+    "TaskRow",
+    "insert",
+    "insert_one",
+    "insert_one_sync",
+    "insert_sync",
+    "stream",
+    "stream_sync",
+]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -61,6 +69,77 @@ def _split(rows: Sequence[TaskRow]) -> tuple[list[TaskRow], Sequence[TaskRow]]:
     if len(plain) < COPY_MIN_ROWS:
         return [], rows
     return plain, rest
+
+
+def _is_plain(r: TaskRow) -> bool:
+    return r.eta is None and r.countdown is None and r.expires_at is None and r.expires_in is None
+
+
+def _copy_record(r: TaskRow) -> tuple[Any, ...]:
+    return (
+        r.id,
+        r.name,
+        r.queue,
+        r.priority,
+        _JSONB_V1 + r.args.encode(),
+        _JSONB_V1 + r.kwargs.encode(),
+        r.time_limit,
+    )
+
+
+def stream_sync(rows: Iterable[TaskRow], alias: str) -> None:
+    """Write ``rows`` (many; an iterator that may build them as it goes) through Django's
+    connection ``alias`` with COPY, so that the database stores each chunk while the next is
+    built. All or none: in a transaction of its own, or a savepoint of the caller's
+    ``atomic()``; if building a row raises, nothing is written and the caller's transaction
+    is intact. Rows with a schedule follow in one ``enqueue`` statement; one NOTIFY per queue.
+
+    Raises:
+        DatabaseError: a statement failed (errors of building a row propagate as they are).
+    """
+    rest: list[TaskRow] = []
+    queues: set[str] = set()
+    with (
+        translate_errors("Enqueueing"),
+        transaction.atomic(using=alias),
+        connections[alias].cursor() as cursor,
+    ):
+        raw = cursor.cursor  # psycopg's own cursor, under Django's wrapper
+        with raw.copy(text("enqueue_copy")) as copy:
+            copy.set_types(_COPY_TYPES)
+            for row in rows:
+                queues.add(row.queue)
+                if _is_plain(row):
+                    copy.write_row(_copy_record(row))
+                else:
+                    rest.append(row)
+        channels = channels_for(queues)
+        if rest:
+            cursor.execute(text("enqueue"), {**_params(rest), "channels": channels})
+        elif channels:
+            cursor.execute(text("notify"), {"channels": channels})
+
+
+async def stream(rows: Iterable[TaskRow]) -> None:
+    """The async twin of :func:`stream_sync`, on the loop's pool, in a transaction of its
+    own (committed at once)."""
+    rest: list[TaskRow] = []
+    queues: set[str] = set()
+    with translate_errors("Enqueueing"):
+        async with connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            async with cursor.copy(text("enqueue_copy")) as copy:
+                copy.set_types(_COPY_TYPES)
+                for row in rows:
+                    queues.add(row.queue)
+                    if _is_plain(row):
+                        await copy.write_row(_copy_record(row))
+                    else:
+                        rest.append(row)
+            channels = channels_for(queues)
+            if rest:
+                await cursor.execute(text("enqueue"), {**_params(rest), "channels": channels})
+            elif channels:
+                await cursor.execute(text("notify"), {"channels": channels})
 
 
 def _copy_records(rows: Sequence[TaskRow]) -> Iterator[tuple[Any, ...]]:

@@ -9,7 +9,7 @@ import math
 import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings as django_settings
@@ -188,23 +188,48 @@ def _rows(signatures: Iterable[Signature[Any, Any]]) -> list[db_enqueue.TaskRow]
     sigs = signatures if isinstance(signatures, list | tuple) else list(signatures)
     if len(sigs) == 1:
         return [sigs[0].build_row()]
+    return list(_build(sigs, []))
+
+
+def _build(
+    sigs: Sequence[Signature[Any, Any]], built: list[db_enqueue.TaskRow]
+) -> Iterator[db_enqueue.TaskRow]:
+    """Build the rows of ``sigs`` one by one, keeping each in ``built`` too."""
     max_bytes = get_settings().MAX_ARGUMENTS_BYTES
-    return [
-        sig.build_row(id=id, max_bytes=max_bytes)
-        for sig, id in zip(sigs, new_ids(len(sigs)), strict=True)
-    ]
+    keep = built.append
+    for sig, id in zip(sigs, new_ids(len(sigs)), strict=True):
+        row = sig.build_row(id=id, max_bytes=max_bytes)
+        keep(row)
+        yield row
+
+
+def _streamed(signatures: Iterable[Signature[Any, Any]]) -> Sequence[Signature[Any, Any]] | None:
+    """The signatures as a sequence if they are many enough to be streamed with COPY (and
+    eager mode is off), else ``None``."""
+    if get_settings().ALWAYS_EAGER:
+        return None
+    sigs = signatures if isinstance(signatures, list | tuple) else list(signatures)
+    return sigs if len(sigs) >= db_enqueue.COPY_MIN_ROWS else None
 
 
 def enqueue_many(signatures: Iterable[Signature[Any, Any]]) -> Sequence[AsyncResult]:
-    """Enqueue many tasks in one statement on Django's connection (joins ``atomic()``).
+    """Enqueue many tasks at once on Django's connection (joins ``atomic()``).
 
-    Every signature is validated before anything is written: one bad input writes nothing.
-    One NOTIFY per queue is sent at commit. In eager mode (``ALWAYS_EAGER``) the tasks run at
-    once instead and the results are :class:`~aiotaskq.tasks.result.EagerResult`.
+    All or none: one bad input raises and writes nothing (the caller's transaction stays
+    usable). Large batches are written with COPY while they are built. One NOTIFY per queue is
+    sent at commit. In eager mode (``ALWAYS_EAGER``) the tasks run at once instead and the
+    results are :class:`~aiotaskq.tasks.result.EagerResult`.
 
     Raises:
         EnqueueError: bad input in any signature; DatabaseError: the write failed.
     """
+    if not isinstance(signatures, list | tuple):
+        signatures = list(signatures)
+    many = _streamed(signatures)
+    if many is not None:
+        built: list[db_enqueue.TaskRow] = []
+        db_enqueue.stream_sync(_build(many, built), get_settings().DATABASE)
+        return [AsyncResult(row.id) for row in built]
     rows = _rows(signatures)
     if get_settings().ALWAYS_EAGER:
         return eager.run_eagerly(rows)
@@ -214,7 +239,14 @@ def enqueue_many(signatures: Iterable[Signature[Any, Any]]) -> Sequence[AsyncRes
 
 
 async def aenqueue_many(signatures: Iterable[Signature[Any, Any]]) -> Sequence[AsyncResult]:
-    """The async twin of :func:`enqueue_many`: one autocommit statement, no thread hop."""
+    """The async twin of :func:`enqueue_many`: committed at once, no thread hop."""
+    if not isinstance(signatures, list | tuple):
+        signatures = list(signatures)
+    many = _streamed(signatures)
+    if many is not None:
+        built: list[db_enqueue.TaskRow] = []
+        await db_enqueue.stream(_build(many, built))
+        return [AsyncResult(row.id) for row in built]
     rows = _rows(signatures)
     if get_settings().ALWAYS_EAGER:
         return await eager.arun_eagerly(rows)
