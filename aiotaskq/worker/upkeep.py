@@ -43,9 +43,11 @@ class TableKeeper:
         self._told = False
 
     async def run(self) -> None:
+        # A first look at start: statistics left stale by whatever ran before get renewed
+        # before this worker's statements are planned on them for long.
         while True:
-            await asyncio.sleep(self._every)
             await self.keep_once()
+            await asyncio.sleep(self._every)
 
     async def keep_once(self) -> str | None:
         """Vacuum or analyze if needed; return what was done ("vacuum", "analyze") or None."""
