@@ -244,3 +244,28 @@ async def test_worker_plans_stay_on_indexes_after_the_table_grows(db: Any) -> No
                 assert "Seq Scan on aiotaskq_task" not in shown, f"{statement}:\n{shown}"
     finally:
         await pool.close()
+
+
+def test_heartbeat_never_waits_for_a_locked_row(db: Any) -> None:
+    """The worker's ack locks rows while its heartbeat runs on another connection: the beat
+    skips what is locked instead of waiting (two waiting statements deadlock)."""
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    db.execute(
+        "INSERT INTO aiotaskq_task (id, name, queue, state, worker_id, attempt, started_at) "
+        "SELECT id, 't', 'q', 'running', 'w', 1, now() FROM unnest(%s::uuid[]) AS id",
+        (ids,),
+    )
+    with psycopg.connect(db.info.dsn) as acking:
+        acking.execute("SELECT 1 FROM aiotaskq_task WHERE id = %s FOR UPDATE", (ids[0],))
+        with db.transaction(force_rollback=True):
+            db.execute("SET LOCAL lock_timeout = '2s'")
+            held = db.execute(
+                queries.text("heartbeat"),
+                {
+                    "ids": "{" + ",".join(map(str, ids)) + "}",
+                    "attempts": "{1,1}",
+                    "worker_id": "w",
+                },
+            ).fetchall()
+        acking.rollback()
+    assert held == [(ids[1],)]

@@ -125,12 +125,23 @@ CROSS JOIN LATERAL (
 -- name: heartbeat
 -- One statement a beat for all of a worker's in-flight tasks. alive_at is in no index, so
 -- this is a HOT update. The lease check skips rows the worker no longer owns; the ids that
--- come back are the tasks it still holds.
+-- come back are the tasks it still holds. Locking: SKIP LOCKED, so a beat never waits. The
+-- worker's own ack of finished tasks (a concurrent statement on another connection) locks
+-- rows too; were the beat to wait for them while the ack waits for rows the beat locked,
+-- each would stall for deadlock_timeout before one failed. A row skipped is one being
+-- acked (it needs no beat) or taken by hand.
+WITH held AS (
+    SELECT t.id
+    FROM aiotaskq_task t
+    JOIN unnest(%(ids)s::text::uuid[], %(attempts)s::text::int[]) AS l(id, attempt)
+      ON t.id = l.id AND t.attempt = l.attempt
+    WHERE t.worker_id = %(worker_id)s AND t.state = 'running'
+    FOR UPDATE OF t SKIP LOCKED
+)
 UPDATE aiotaskq_task t
 SET alive_at = now()
-FROM unnest(%(ids)s::text::uuid[], %(attempts)s::text::int[]) AS l(id, attempt)
-WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
-  AND t.state = 'running'
+FROM held
+WHERE t.id = held.id
 RETURNING t.id;
 
 
