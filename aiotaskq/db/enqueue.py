@@ -143,17 +143,7 @@ async def stream(rows: Iterable[TaskRow]) -> None:
 
 
 def _copy_records(rows: Sequence[TaskRow]) -> Iterator[tuple[Any, ...]]:
-    v1 = _JSONB_V1
-    for r in rows:
-        yield (
-            r.id,
-            r.name,
-            r.queue,
-            r.priority,
-            v1 + r.args.encode(),
-            v1 + r.kwargs.encode(),
-            r.time_limit,
-        )
+    return (_copy_record(r) for r in rows)
 
 
 def _params(rows: Sequence[TaskRow]) -> dict[str, Any]:
