@@ -398,52 +398,14 @@ def peer_python() -> tuple[Path | None, str]:
     Django as this run's, so only the queue differs), or ``(None, reason)``."""
     import django
 
-    python = PEER_VENV / "bin" / "python"
-    requirements = [
+    from benchmarks import compare
+
+    requirements = (
         "django-taskq==1.0.23",
         f"Django=={django.get_version()}",
         "psycopg[binary]>=3.2",
-    ]
-    stamp = PEER_VENV / "benchmark-requirements.txt"
-    wanted = "\n".join(requirements) + "\n"
-    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return python, ""
-    log(f"installing the peer into {PEER_VENV.relative_to(ROOT)}: {', '.join(requirements)}")
-    try:
-        if not python.exists():
-            subprocess.run(
-                [sys.executable, "-m", "venv", str(PEER_VENV)],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-        subprocess.run(
-            # Few retries: without a network, say so within a minute rather than hang.
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--retries",
-                "1",
-                "--timeout",
-                "20",
-                *requirements,
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    except subprocess.CalledProcessError as exc:
-        lines = (exc.stderr or exc.stdout or "").strip().splitlines()
-        return None, f"could not install the peer: {lines[-1] if lines else exc}"
-    except subprocess.TimeoutExpired:
-        return None, "could not install the peer: pip timed out"
-    stamp.write_text(wanted)
-    return python, ""
+    )
+    return compare.ensure_venv(PEER_VENV, requirements)
 
 
 def bench_peer(sizes: Sizes, log_dir: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import asyncio
 import datetime as dt
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,28 +47,12 @@ class TaskRow:
     time_limit: float | None = None
 
 
-#: From this many rows on, the rows without a schedule are written with COPY.
+#: From this many rows on, a batch is written with COPY (its rows without a schedule).
 COPY_MIN_ROWS = 64
 _COPY_TYPES = ["uuid", "text", "text", "int4", "bytea", "bytea", "float8"]
 # jsonb's binary form is a version byte (1) and the text; the two arguments are sent as
 # bytes already in that form (bytea's binary form is the bytes themselves).
 _JSONB_V1 = b"\x01"
-
-
-def _split(rows: Sequence[TaskRow]) -> tuple[list[TaskRow], Sequence[TaskRow]]:
-    """The rows to COPY (no schedule, no expiry) and the rest; no COPY for a small batch."""
-    if len(rows) < COPY_MIN_ROWS:
-        return [], rows
-    plain: list[TaskRow] = []
-    rest: list[TaskRow] = []
-    for r in rows:
-        if r.eta is None and r.countdown is None and r.expires_at is None and r.expires_in is None:
-            plain.append(r)
-        else:
-            rest.append(r)
-    if len(plain) < COPY_MIN_ROWS:
-        return [], rows
-    return plain, rest
 
 
 def _is_plain(r: TaskRow) -> bool:
@@ -123,27 +107,9 @@ def stream_sync(rows: Iterable[TaskRow], alias: str) -> None:
 async def stream(rows: Iterable[TaskRow]) -> None:
     """The async twin of :func:`stream_sync`, on the loop's pool, in a transaction of its
     own (committed at once)."""
-    rest: list[TaskRow] = []
-    queues: set[str] = set()
     with translate_errors("Enqueueing"):
-        async with connection() as conn, conn.transaction(), conn.cursor() as cursor:
-            async with cursor.copy(text("enqueue_copy")) as copy:
-                copy.set_types(_COPY_TYPES)
-                for row in rows:
-                    queues.add(row.queue)
-                    if _is_plain(row):
-                        await copy.write_row(_copy_record(row))
-                    else:
-                        rest.append(row)
-            channels = channels_for(queues)
-            if rest:
-                await cursor.execute(text("enqueue"), {**_params(rest), "channels": channels})
-            elif channels:
-                await cursor.execute(text("notify"), {"channels": channels})
-
-
-def _copy_records(rows: Sequence[TaskRow]) -> Iterator[tuple[Any, ...]]:
-    return (_copy_record(r) for r in rows)
+        async with connection() as conn:
+            await _copy(conn, rows)
 
 
 def _params(rows: Sequence[TaskRow]) -> dict[str, Any]:
@@ -191,26 +157,11 @@ def insert_sync(rows: Sequence[TaskRow], alias: str) -> None:
     if len(rows) == 1:
         insert_one_sync(rows[0], alias)
         return
-    copied, rest = _split(rows)
-    with translate_errors("Enqueueing"):
-        if not copied:
-            with connections[alias].cursor() as cursor:
-                cursor.execute(text("enqueue"), _params(rows))
-            return
-        with (
-            transaction.atomic(using=alias, savepoint=False),
-            connections[alias].cursor() as cursor,
-        ):
-            raw = cursor.cursor  # psycopg's own cursor, under Django's wrapper
-            with raw.copy(text("enqueue_copy")) as copy:
-                copy.set_types(_COPY_TYPES)
-                for record in _copy_records(copied):
-                    copy.write_row(record)
-            channels = channels_for(r.queue for r in rows)
-            if rest:
-                cursor.execute(text("enqueue"), {**_params(rest), "channels": channels})
-            else:
-                cursor.execute(text("notify"), {"channels": channels})
+    if len(rows) >= COPY_MIN_ROWS:
+        stream_sync(rows, alias)
+        return
+    with translate_errors("Enqueueing"), connections[alias].cursor() as cursor:
+        cursor.execute(text("enqueue"), _params(rows))
 
 
 def insert_one_sync(row: TaskRow, alias: str) -> dt.datetime:
@@ -245,22 +196,36 @@ async def _write(conn: psycopg.AsyncConnection[Any], rows: Sequence[TaskRow]) ->
     if len(rows) == 1:
         cur = await conn.execute(text("enqueue_one"), _one_params(rows[0]), prepare=True)
         return _Written(frozenset(), None, _created_at(await cur.fetchone()))
-    copied, rest = _split(rows)
-    if not copied:
+    if len(rows) < COPY_MIN_ROWS:
         cur = await conn.execute(text("enqueue"), _params(rows))
         return _Written(frozenset(), None, _created_at(await cur.fetchone()))
+    return await _copy(conn, rows)
+
+
+async def _copy(conn: psycopg.AsyncConnection[Any], rows: Iterable[TaskRow]) -> _Written:
+    """Write ``rows`` (many; an iterator that may build them as it goes) on ``conn`` in one
+    transaction: COPY for those without a schedule, while they come; one ``enqueue``
+    statement for the rest; one NOTIFY per queue."""
+    rest: list[TaskRow] = []
+    queues: set[str] = set()
+    copied: set[uuid.UUID] = set()
     time = None
     async with conn.transaction(), conn.cursor() as cursor:
         async with cursor.copy(text("enqueue_copy")) as copy:
             copy.set_types(_COPY_TYPES)
-            for record in _copy_records(copied):
-                await copy.write_row(record)
+            for row in rows:
+                queues.add(row.queue)
+                if _is_plain(row):
+                    copied.add(row.id)
+                    await copy.write_row(_copy_record(row))
+                else:
+                    rest.append(row)
         if rest:
             await cursor.execute(text("enqueue"), {**_params(rest), "channels": []})
             time = _created_at(await cursor.fetchone())
-        await cursor.execute(text("notify"), {"channels": channels_for(r.queue for r in rows)})
+        await cursor.execute(text("notify"), {"channels": channels_for(queues)})
         copy_time = _transaction_time(await cursor.fetchone())
-    return _Written(frozenset(r.id for r in copied), copy_time, time)
+    return _Written(frozenset(copied), copy_time, time)
 
 
 class _Writer:
@@ -320,7 +285,7 @@ class _Writer:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            self._release_after_drain()
+            self._release()  # waiters that came meanwhile get a drain of their own
 
     def _take(self) -> list[tuple[Sequence[TaskRow], asyncio.Future[_Written]]]:
         """The next calls to write together: in order, up to ``_BATCH_ROWS`` rows (at
@@ -334,12 +299,6 @@ class _Writer:
         batch = [(r, f) for r, f in self.waiting[:taken] if not f.cancelled()]
         del self.waiting[:taken]
         return batch
-
-    def _release_after_drain(self) -> None:
-        self.busy -= 1
-        if self.waiting and self.busy < _DIRECT:
-            self.busy += 1
-            self._release()
 
     @staticmethod
     async def _write_batch(

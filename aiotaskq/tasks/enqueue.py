@@ -203,13 +203,9 @@ def _build(
         yield row
 
 
-def _streamed(signatures: Iterable[Signature[Any, Any]]) -> Sequence[Signature[Any, Any]] | None:
-    """The signatures as a sequence if they are many enough to be streamed with COPY (and
-    eager mode is off), else ``None``."""
-    if get_settings().ALWAYS_EAGER:
-        return None
-    sigs = signatures if isinstance(signatures, list | tuple) else list(signatures)
-    return sigs if len(sigs) >= db_enqueue.COPY_MIN_ROWS else None
+def _streamed(sigs: Sequence[Signature[Any, Any]]) -> bool:
+    """Whether ``sigs`` are many enough to be streamed into COPY (never in eager mode)."""
+    return len(sigs) >= db_enqueue.COPY_MIN_ROWS and not get_settings().ALWAYS_EAGER
 
 
 def enqueue_many(signatures: Iterable[Signature[Any, Any]]) -> Sequence[AsyncResult]:
@@ -225,10 +221,9 @@ def enqueue_many(signatures: Iterable[Signature[Any, Any]]) -> Sequence[AsyncRes
     """
     if not isinstance(signatures, list | tuple):
         signatures = list(signatures)
-    many = _streamed(signatures)
-    if many is not None:
+    if _streamed(signatures):
         built: list[db_enqueue.TaskRow] = []
-        db_enqueue.stream_sync(_build(many, built), get_settings().DATABASE)
+        db_enqueue.stream_sync(_build(signatures, built), get_settings().DATABASE)
         return [AsyncResult(row.id) for row in built]
     rows = _rows(signatures)
     if get_settings().ALWAYS_EAGER:
@@ -242,10 +237,9 @@ async def aenqueue_many(signatures: Iterable[Signature[Any, Any]]) -> Sequence[A
     """The async twin of :func:`enqueue_many`: committed at once, no thread hop."""
     if not isinstance(signatures, list | tuple):
         signatures = list(signatures)
-    many = _streamed(signatures)
-    if many is not None:
+    if _streamed(signatures):
         built: list[db_enqueue.TaskRow] = []
-        await db_enqueue.stream(_build(many, built))
+        await db_enqueue.stream(_build(signatures, built))
         return [AsyncResult(row.id) for row in built]
     rows = _rows(signatures)
     if get_settings().ALWAYS_EAGER:
