@@ -110,22 +110,23 @@ class Reporter:
         acks, fails, retries, kept = self._acks, self._fails, self._retries, self._kept
         self._acks, self._fails, self._retries, self._kept = [], [], [], []
         self._pending.clear()
-        self._writing = len(acks) + len(fails) + len(retries) + len(kept)
+        self._writing = sent = len(acks) + len(fails) + len(retries) + len(kept)
+        written = 0
         try:
             async with self._pool.connection() as conn:
                 if acks:
-                    await finish.ack(conn, acks, self._worker_id)
+                    written += await finish.ack(conn, acks, self._worker_id)
                     acks = []
                 if fails:
-                    await finish.fail(
+                    written += await finish.fail(
                         conn, [f[0] for f in fails], [f[1] for f in fails], self._worker_id
                     )
                     fails = []
                 if retries:
-                    await finish.retry(conn, retries, self._worker_id)
+                    written += await finish.retry(conn, retries, self._worker_id)
                     retries = []
                 if kept:
-                    await finish.succeed(conn, kept, self._worker_id)
+                    written += await finish.succeed(conn, kept, self._worker_id)
                     kept = []
         except (DatabaseError, psycopg.Error, OSError) as exc:
             # Put back what was not written, ahead of what arrived meanwhile.
@@ -139,6 +140,16 @@ class Reporter:
             raise DatabaseError(f"Writing outcomes failed: {exc}") from exc
         finally:
             self._writing = 0
+        if written < sent:
+            # The lease check kept them out: their tasks were rescued, re-run or deleted
+            # elsewhere while this worker held them (it was frozen, or cut off too long).
+            logger.warning(
+                "outcome.discarded: %d of %d outcomes were for tasks this worker no longer "
+                "holds; they changed nothing",
+                sent - written,
+                sent,
+                extra={"worker_id": self._worker_id},
+            )
         if self.on_written is not None:
             self.on_written()
         if not (self._acks or self._fails or self._retries or self._kept):
