@@ -198,18 +198,23 @@ def _run(options: argparse.Namespace) -> int:
             await worker.run()
         finally:
             ignore_stop_signals()
+        if worker.abandoned_threads or worker.stubborn:
+            # Tasks ran past the grace period and their rows were given back: sync tasks in
+            # their threads (Python would wait for them at exit), or coroutines that ignore
+            # their cancellation (the loop's shutdown would wait for them forever). Leave
+            # without waiting for either.
+            logging.getLogger(__name__).warning(
+                "worker.exit: %d sync tasks still running in their threads and %d coroutines "
+                "that ignored their cancellation are abandoned",
+                worker.abandoned_threads,
+                len(worker.stubborn),
+            )
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
     _asyncio_run(main(), options.loop)
-    if worker.abandoned_threads:
-        # A sync task ran past the grace period; its row was given back. Python would wait
-        # for its thread at exit, so leave without waiting.
-        logging.getLogger(__name__).warning(
-            "worker.exit: %d sync tasks still running in their threads are abandoned",
-            worker.abandoned_threads,
-        )
-        logging.shutdown()
-        sys.stdout.flush()
-        os._exit(0)
     return 0
 
 

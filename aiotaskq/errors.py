@@ -50,6 +50,11 @@ class DatabaseError(AiotaskqError):
     """A database operation failed; the driver's exception is the ``__cause__``."""
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The database is known not to answer right now (a worker's statements fail at once
+    with it during an outage, instead of waiting)."""
+
+
 class TimeLimitExceeded(AiotaskqError, TimeoutError):
     """A coroutine task ran past its ``time_limit`` and was cancelled. It is a ``TimeoutError``,
     so ``autoretry_for=(TimeoutError,)`` retries it."""

@@ -55,9 +55,15 @@ class Task(models.Model):
     return_value = models.JSONField(
         null=True, blank=True, help_text="The JSON-normalised return value, when kept."
     )
+    retries = models.IntegerField(
+        db_default=0, help_text="Failed attempts so far (the retries spent), lost ones included."
+    )
     errors = models.JSONField(
         db_default=models.Value([], models.JSONField()),
-        help_text="One entry per failed attempt: exception type, message, traceback.",
+        help_text=(
+            "One entry per failed attempt (exception type, message, traceback): the first 10 "
+            "and the last 10 of them."
+        ),
     )
 
     class Meta:

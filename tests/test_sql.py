@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 
 from aiotaskq.db import sql as queries
-from aiotaskq.db.connect import worker_pool
+from aiotaskq.db.connect import WorkerDatabase
 from aiotaskq.db.listen import channel_for
 
 PARAMS: dict[str, dict[str, Any]] = {
@@ -53,10 +53,8 @@ PARAMS: dict[str, dict[str, Any]] = {
     "heartbeat": {"ids": "{" + str(uuid.uuid4()) + "}", "attempts": "{1}", "worker_id": "w"},
     "ack": {"ids": "{" + str(uuid.uuid4()) + "}", "attempts": "{1}", "worker_id": "w"},
     "fail": {
-        "ids": "{" + str(uuid.uuid4()) + "}",
-        "attempts": "{1}",
+        "items": f'[{{"id": "{uuid.uuid4()}", "attempt": 1, "error": {{}}}}]',
         "worker_id": "w",
-        "errors": ["{}"],
     },
     "release": {
         "ids": "{" + str(uuid.uuid4()) + "}",
@@ -65,12 +63,8 @@ PARAMS: dict[str, dict[str, Any]] = {
         "channels": [channel_for("q")],
     },
     "retry": {
-        "ids": "{" + str(uuid.uuid4()) + "}",
-        "attempts": "{1}",
+        "items": f'[{{"id": "{uuid.uuid4()}", "attempt": 1, "countdown": 1.5}}]',
         "worker_id": "w",
-        "errors": [None],
-        "countdowns": [1.5],
-        "etas": [None],
         "channels": [channel_for("q")],
     },
     "rescue": {
@@ -92,11 +86,8 @@ PARAMS: dict[str, dict[str, Any]] = {
         "dirty_after": 10.0,
     },
     "succeed": {
-        "ids": "{" + str(uuid.uuid4()) + "}",
-        "attempts": "{1}",
+        "items": f'[{{"id": "{uuid.uuid4()}", "attempt": 1, "value": 1, "retention": 60.0}}]',
         "worker_id": "w",
-        "values": ["1"],
-        "retentions": [60.0],
     },
     "prune": {"limit": 10},
     "result": {"id": uuid.uuid4(), "dirty_after": 10.0},
@@ -214,10 +205,10 @@ async def test_worker_plans_stay_on_indexes_after_the_table_grows(db: Any) -> No
     may cache a generic plan that scans the (then empty) table. Once the table holds 200k
     rows, with no ANALYZE since (autovacuum off or behind), no cached plan of the worker may
     scan it."""
-    pool = worker_pool("aiotaskq-plan-test")
-    await pool.open(wait=True)
+    database = WorkerDatabase("aiotaskq-plan-test", 2)
+    await database.open(wait=False)
     try:
-        async with pool.connection() as conn:
+        async with database.connection("Planning") as conn:
             cursor = psycopg.AsyncClientCursor(conn)
             executes = {}
             for statement in WORKER_STATEMENTS:
@@ -243,7 +234,7 @@ async def test_worker_plans_stay_on_indexes_after_the_table_grows(db: Any) -> No
                 shown = "\n".join(row[0] for row in await plan.fetchall())
                 assert "Seq Scan on aiotaskq_task" not in shown, f"{statement}:\n{shown}"
     finally:
-        await pool.close()
+        await database.close()
 
 
 def test_heartbeat_never_waits_for_a_locked_row(db: Any) -> None:

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from aiotaskq.db import upkeep
-from aiotaskq.db.connect import worker_pool
+from aiotaskq.db.connect import WorkerDatabase
 from aiotaskq.worker.upkeep import VACUUM_DEAD_ROWS, TableKeeper
 from tests.conftest import task_db_conninfo, wait_for
 
@@ -41,8 +41,8 @@ async def test_keeper_vacuums_dead_tasks_once_per_table(db: psycopg.Connection[A
     db.execute("DELETE FROM aiotaskq_task")  # what acks do, row by row
     wait_for(lambda: _dead_rows(db) >= total, what="the statistics to count the dead rows")
 
-    pool = worker_pool("aiotaskq-upkeep-test")
-    await pool.open(wait=True)
+    pool = WorkerDatabase("aiotaskq-upkeep-test", 2)
+    await pool.open(wait=False)
     try:
         keeper = TableKeeper(pool, "test-worker")
         # Another worker is keeping the table: this one leaves it alone.
@@ -61,10 +61,10 @@ async def test_keeper_leaves_the_table_to_autovacuum(db: psycopg.Connection[Any]
     (on,) = db.execute("SELECT current_setting('autovacuum')::bool").fetchone() or (False,)
     if not on:
         pytest.skip("autovacuum is off on this server")
-    pool = worker_pool("aiotaskq-upkeep-test")
-    await pool.open(wait=True)
+    pool = WorkerDatabase("aiotaskq-upkeep-test", 2)
+    await pool.open(wait=False)
     try:
-        async with pool.connection() as conn:
+        async with pool.connection("Test") as conn:
             health = await upkeep.table_health(conn)
         assert health is not None
         assert health.autovacuum

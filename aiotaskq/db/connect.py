@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -17,15 +18,15 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from ..conf import get_settings
-from ..errors import ConfigurationError, DatabaseError
+from ..errors import ConfigurationError, DatabaseError, DatabaseUnavailable
 
 __all__ = [
+    "WorkerDatabase",
     "close_enqueue_pools",
     "conninfo",
     "enqueue_pool",
-    "recover",
+    "is_connection_error",
     "translate_errors",
-    "worker_pool",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,30 +82,241 @@ async def _configure_worker_connection(conn: psycopg.AsyncConnection[Any]) -> No
     await conn.execute("SET enable_seqscan = off")
 
 
-def worker_pool(name: str) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
-    """A closed pool for one worker's claims, acks and heartbeats; the caller opens it."""
-    return AsyncConnectionPool(
-        conninfo(),
-        min_size=1,
-        max_size=get_settings().WORKER_POOL_SIZE,
-        kwargs={"autocommit": True, "prepare_threshold": 0},
-        configure=_configure_worker_connection,
-        name=name,
-        open=False,
-        # A dead connection is found when a statement fails; the worker then retries with a
-        # fresh one from the pool. Checking each one on the way out would cost a round trip.
-        reconnect_timeout=float("inf"),
-    )
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether a failure is the connection's (the server is gone or restarting, the
+    connection was cut, none could be had in time) rather than the statement's own (a value
+    PostgreSQL refused): the first kind is worth trying again as it is, the second is not."""
+    if isinstance(exc, DatabaseUnavailable):
+        return True
+    cause = exc.__cause__ if isinstance(exc, DatabaseError) else exc
+    if isinstance(cause, django_db.Error) and cause.__cause__ is not None:
+        cause = cause.__cause__
+    return isinstance(cause, psycopg.OperationalError | psycopg.InterfaceError | OSError)
 
 
-async def recover(pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]) -> None:
-    """After a connection failed, test the pool's idle connections and replace the dead ones
-    now: when the server cut them all at once, the next attempt then gets a live one instead
-    of the next dead one."""
-    try:
-        await pool.check()
-    except (psycopg.Error, OSError) as exc:
-        logger.debug("pool check failed: %s", exc)
+# Failures to connect that waiting will not mend: the configuration is wrong.
+_MISCONFIGURED = (
+    "password authentication failed",
+    "no password supplied",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "invalid connection option",
+    "invalid dsn",
+)
+
+#: Seconds between two attempts to reach the database while it does not answer.
+PROBE_INTERVAL = 0.5
+#: Seconds one attempt to connect may take.
+CONNECT_TIMEOUT = 3.0
+#: Seconds a statement of the worker waits for a connection of its pool.
+CHECKOUT_TIMEOUT = 10.0
+
+
+class WorkerDatabase:
+    """One worker's connections for claims, acks and heartbeats, and its knowledge of whether
+    the database answers.
+
+    When a statement fails for want of a connection and a fresh connection cannot be had
+    either, the database is *unreachable*: the pool is closed (no reconnection storm, no
+    pile of waiters), every statement fails at once with :class:`DatabaseUnavailable`
+    instead of waiting, one ``database.unreachable`` line says why, and the database is
+    tried every ``PROBE_INTERVAL`` seconds. As soon as it answers, a new pool is opened,
+    :attr:`available` is set (whoever waits on it goes on at once) and ``on_back`` is
+    called with the outage's length. The delay to recover is at most ``PROBE_INTERVAL``
+    plus one connection, however long the outage was. The constructor does no I/O.
+    """
+
+    def __init__(self, name: str, pool_size: int) -> None:
+        self._name = name
+        self._pool_size = pool_size
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
+        self._conninfo = ""
+        #: Set while the database answers.
+        self.available = asyncio.Event()
+        #: ``time.monotonic()`` when the database last became reachable (at open, or at the
+        #: end of an outage): the rescuer gives other workers' heartbeats time from then.
+        self.reachable_since = 0.0
+        self._down_since: float | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._closing = False
+        #: Awaited with the outage's length (seconds) once the database is back.
+        self.on_back: Callable[[float], Awaitable[None]] | None = None
+
+    def _new_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        return AsyncConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=self._pool_size,
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": 0,
+                "connect_timeout": int(CONNECT_TIMEOUT),
+            },
+            configure=_configure_worker_connection,
+            name=self._name,
+            open=False,
+            # Outages are this class's business (see above): the pool tries a lost connection
+            # again for a few seconds only, never with the long backoff it uses by itself.
+            reconnect_timeout=5.0,
+        )
+
+    async def open(self, *, wait: bool, stopping: asyncio.Event | None = None) -> bool:
+        """Connect. With ``wait``, a database that does not answer is waited for (one
+        ``database.waiting`` line, then an attempt every ``PROBE_INTERVAL``); return False
+        if ``stopping`` is set meanwhile.
+
+        Raises:
+            DatabaseError: the database refuses the configuration (wrong password, no such
+                database), or it does not answer and ``wait`` is false.
+        """
+        self._conninfo = conninfo()
+        told = False
+        while True:
+            failure = await self._try_connect()
+            if failure is None:
+                break
+            if not wait or _misconfigured(failure):
+                raise DatabaseError(f"Connecting the worker to the database failed: {failure}")
+            if not told:
+                told = True
+                logger.warning(
+                    "database.waiting: the database does not answer (%s); the worker starts "
+                    "as soon as it does",
+                    failure,
+                )
+            if stopping is None:
+                await asyncio.sleep(PROBE_INTERVAL)
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PROBE_INTERVAL):
+                    await stopping.wait()
+            if stopping.is_set():
+                return False
+        pool = self._new_pool()
+        with translate_errors("Connecting the worker to the database"):
+            try:
+                await pool.open(wait=True, timeout=CHECKOUT_TIMEOUT)
+            except BaseException:
+                await pool.close()
+                raise
+        self._pool = pool
+        self.reachable_since = time.monotonic()
+        self.available.set()
+        if told:
+            logger.warning("database.back: the database answers; the worker starts")
+        return True
+
+    async def close(self) -> None:
+        """Close the pool and stop trying to reach the database."""
+        self._closing = True
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        if self._pool is not None:
+            await self._pool.close(timeout=5)
+
+    @contextlib.asynccontextmanager
+    async def connection(self, action: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection of the pool; driver errors become :class:`DatabaseError` naming
+        ``action``.
+
+        Raises:
+            DatabaseUnavailable: the database is known to be unreachable (at once, without
+                waiting).
+            DatabaseError: anything else that failed; a failure of the connection also
+                tells :meth:`failed`.
+        """
+        pool = self._pool
+        if pool is None or not self.available.is_set():
+            raise DatabaseUnavailable(f"{action} failed: the database is unreachable")
+        try:
+            async with pool.connection(timeout=CHECKOUT_TIMEOUT) as conn:
+                with translate_errors(action):
+                    yield conn
+        except DatabaseError as exc:
+            if is_connection_error(exc):
+                await self.failed()
+            raise
+        except (psycopg.Error, OSError) as exc:
+            # The pool's own failures: no connection in time, or the pool closed meanwhile.
+            error = DatabaseError(f"{action} failed: {exc}".rstrip())
+            await self.failed()
+            raise error from exc
+
+    async def wait_available(self, timeout: float | None = None) -> None:
+        """Return when the database answers (at once if it does), or after ``timeout``."""
+        if self.available.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.available.wait()
+
+    async def failed(self) -> None:
+        """Tell of a connection that failed: if a fresh connection cannot be had either, the
+        database is unreachable (see the class docstring); if it can, the connection was
+        cut alone, and the pool's idle connections are checked so that the next statement
+        gets a live one."""
+        if not self.available.is_set() or self._closing or self._pool is None:
+            return
+        failure = await self._try_connect()
+        if failure is None:
+            if self._pool is not None:
+                with contextlib.suppress(psycopg.Error, OSError):
+                    await self._pool.check()
+            return
+        if not self.available.is_set() or self._pool is None:
+            return  # another failure got here first
+        self.available.clear()
+        self._down_since = time.monotonic()
+        logger.warning(
+            "database.unreachable: %s; outcomes are kept, tasks that do not need the "
+            "database go on, and the database is tried every %.1f s",
+            failure,
+            PROBE_INTERVAL,
+        )
+        old, self._pool = self._pool, None
+        loop = asyncio.get_running_loop()
+        self._closer = loop.create_task(old.close(timeout=1.0))
+        self._probe = loop.create_task(self._wait_for_back(), name="aiotaskq-database-probe")
+
+    async def _wait_for_back(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            if await self._try_connect() is not None:
+                continue
+            pool = self._new_pool()
+            try:
+                await pool.open(wait=True, timeout=CHECKOUT_TIMEOUT)
+            except (psycopg.Error, OSError):
+                await pool.close()
+                continue
+            break
+        outage = time.monotonic() - (self._down_since or time.monotonic())
+        self._pool = pool
+        self._down_since = None
+        self.reachable_since = time.monotonic()
+        self.available.set()
+        if self.on_back is not None:
+            await self.on_back(outage)
+        else:
+            logger.warning("database.back after %.1f s", outage)
+
+    async def _try_connect(self) -> str | None:
+        """None if a fresh connection can be had now, else why not."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, connect_timeout=int(CONNECT_TIMEOUT), autocommit=True
+            )
+        except (psycopg.Error, OSError) as exc:
+            return " ".join(str(exc).split()) or type(exc).__name__
+        await conn.close()
+        return None
+
+
+def _misconfigured(failure: str) -> bool:
+    lowered = failure.lower()
+    return any(marker in lowered for marker in _MISCONFIGURED)
 
 
 # One pool per event loop: a pool's connections and locks belong to the loop that opened them.

@@ -1,9 +1,9 @@
-"""The outcome of attempts, many at once: ``ack`` (success), ``fail``, ``release``, and the
-``heartbeat`` of everything still in flight. Each is lease-checked."""
+"""The outcomes of attempts, as values, and the statements that write them many at once:
+success (with or without a kept result), failure, retry or snooze, and release; the
+``heartbeat`` of everything still in flight; the rescue of Dirty tasks. Each is lease-checked."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,39 +16,67 @@ from .listen import channels_for
 from .sql import text
 
 __all__ = [
-    "Kept",
-    "Reschedule",
-    "ack",
-    "fail",
+    "Ack",
+    "Failed",
+    "KeptResult",
+    "Outcome",
+    "Released",
+    "Retried",
     "heartbeat",
     "prune",
     "release",
     "rescue",
-    "retry",
-    "succeed",
+    "write",
 ]
 
 Lease = tuple[uuid.UUID, int]
 
 
 @dataclass(frozen=True, slots=True)
-class Reschedule:
-    """An attempt to run again later: a retry (``error`` set) or a snooze (``error`` None)."""
+class Ack:
+    """A successful attempt whose result is not kept: its row is deleted."""
 
     lease: Lease
-    queue: str
-    error: str | None
-    countdown: float | None
-    eta: dt.datetime | None
 
 
 @dataclass(frozen=True, slots=True)
-class Kept:
-    """A successful attempt whose result is kept (JSON) for ``retention`` seconds."""
+class KeptResult:
+    """A successful attempt whose result (JSON text) is kept for ``retention`` seconds."""
 
     lease: Lease
     value: str
     retention: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A failed attempt that is not retried; ``error`` is the JSON object kept in the row."""
+
+    lease: Lease
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retried:
+    """An attempt to run again after ``countdown`` seconds or at ``eta`` (ISO 8601): a retry
+    (``error`` is its JSON object) or a snooze (``error`` is None, no attempt is spent)."""
+
+    lease: Lease
+    queue: str
+    error: str | None
+    countdown: float | None = None
+    eta: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """An unfinished attempt given back at shutdown: queued again, no error recorded."""
+
+    lease: Lease
+    queue: str
+
+
+Outcome = Ack | KeptResult | Failed | Retried | Released
 
 
 def _lease_params(leases: Sequence[Lease], worker_id: str) -> dict[str, Any]:
@@ -60,24 +88,65 @@ def _lease_params(leases: Sequence[Lease], worker_id: str) -> dict[str, Any]:
     }
 
 
-async def ack(conn: psycopg.AsyncConnection[Any], leases: Sequence[Lease], worker_id: str) -> int:
-    """Delete the rows of succeeded attempts; return how many were still held."""
-    with translate_errors("Acknowledging tasks"):
-        cur = await conn.execute(text("ack"), _lease_params(leases, worker_id), prepare=True)
-        return cur.rowcount
+def _record(outcome: Failed | Retried | KeptResult) -> str:
+    # One JSON object per outcome, joined into one document: a single text parameter, so no
+    # mix of value types in a batch can trip the driver. The error and the value are JSON
+    # already (built by the worker) and go in as they are.
+    task_id, attempt = outcome.lease
+    head = f'{{"id":"{task_id}","attempt":{attempt}'
+    if isinstance(outcome, KeptResult):
+        return f'{head},"value":{outcome.value},"retention":{outcome.retention!r}}}'
+    if isinstance(outcome, Failed):
+        return f'{head},"error":{outcome.error}}}'
+    parts = [head]
+    if outcome.error is not None:
+        parts.append(f',"error":{outcome.error}')
+    if outcome.eta is not None:
+        parts.append(f',"eta":"{outcome.eta}"')
+    elif outcome.countdown is not None:
+        parts.append(f',"countdown":{outcome.countdown!r}')
+    parts.append("}")
+    return "".join(parts)
 
 
-async def fail(
-    conn: psycopg.AsyncConnection[Any],
-    leases: Sequence[Lease],
-    errors: Sequence[str],
-    worker_id: str,
+def _document(outcomes: Sequence[Failed | Retried | KeptResult]) -> str:
+    return "[" + ",".join([_record(outcome) for outcome in outcomes]) + "]"
+
+
+async def write(
+    conn: psycopg.AsyncConnection[Any], outcomes: Sequence[Outcome], worker_id: str
 ) -> int:
-    """Mark attempts failed, appending each one's error (a JSON object) to the row."""
-    params = _lease_params(leases, worker_id)
-    params["errors"] = list(errors)
-    with translate_errors("Recording failed tasks"):
-        cur = await conn.execute(text("fail"), params, prepare=True)
+    """Write outcomes that are all of one type in one statement; return how many rows were
+    still held by this worker (the lease check leaves the others alone).
+
+    Raises:
+        DatabaseError: the statement failed (its ``__cause__`` says whether the connection
+            or one of the outcomes is to blame: see :func:`.connect.is_connection_error`).
+    """
+    first = outcomes[0]
+    if isinstance(first, Ack):
+        with translate_errors("Acknowledging tasks"):
+            params = _lease_params([o.lease for o in outcomes], worker_id)
+            cur = await conn.execute(text("ack"), params, prepare=True)
+            return cur.rowcount
+    if isinstance(first, Released):
+        released = [o for o in outcomes if isinstance(o, Released)]
+        return await release(
+            conn, [o.lease for o in released], [o.queue for o in released], worker_id
+        )
+    items: list[Any] = list(outcomes)
+    params = {"items": _document(items), "worker_id": worker_id}
+    if isinstance(first, Retried):
+        params["channels"] = channels_for(o.queue for o in items)
+        with translate_errors("Rescheduling tasks"):
+            cur = await conn.execute(text("retry"), params, prepare=True)
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+    statement, action = ("fail", "Recording failed tasks")
+    if isinstance(first, KeptResult):
+        statement, action = ("succeed", "Keeping results")
+    with translate_errors(action):
+        cur = await conn.execute(text(statement), params, prepare=True)
         return cur.rowcount
 
 
@@ -103,21 +172,6 @@ async def heartbeat(
     with translate_errors("Writing the heartbeat"):
         cur = await conn.execute(text("heartbeat"), _lease_params(leases, worker_id), prepare=True)
         return {row[0] for row in await cur.fetchall()}
-
-
-async def retry(
-    conn: psycopg.AsyncConnection[Any], items: Sequence[Reschedule], worker_id: str
-) -> int:
-    """Queue attempts again for later and wake their queues' workers."""
-    params = _lease_params([item.lease for item in items], worker_id)
-    params["errors"] = [item.error for item in items]
-    params["countdowns"] = [item.countdown for item in items]
-    params["etas"] = [item.eta for item in items]
-    params["channels"] = channels_for(item.queue for item in items)
-    with translate_errors("Rescheduling tasks"):
-        cur = await conn.execute(text("retry"), params, prepare=True)
-        row = await cur.fetchone()
-    return int(row[0]) if row else 0
 
 
 async def rescue(
@@ -147,16 +201,6 @@ async def rescue(
             # Wake the queues' workers: a rescued task is due now.
             await conn.execute(text("notify"), {"channels": requeued})
         return rows
-
-
-async def succeed(conn: psycopg.AsyncConnection[Any], items: Sequence[Kept], worker_id: str) -> int:
-    """Keep the results of successful attempts."""
-    params = _lease_params([item.lease for item in items], worker_id)
-    params["values"] = [item.value for item in items]
-    params["retentions"] = [item.retention for item in items]
-    with translate_errors("Keeping results"):
-        cur = await conn.execute(text("succeed"), params, prepare=True)
-        return cur.rowcount
 
 
 async def prune(conn: psycopg.AsyncConnection[Any], limit: int = 1000) -> int:

@@ -101,7 +101,7 @@ claimed AS (
     FROM due
     WHERE t.id = due.id AND (due.expires_at IS NULL OR due.expires_at > now())
     RETURNING t.id, t.name, t.queue, t.args::text AS args, t.kwargs::text AS kwargs, t.attempt,
-              jsonb_array_length(t.errors) AS retries, t.time_limit
+              t.retries, t.time_limit
 )
 SELECT id, name, queue, args, kwargs, attempt, retries, time_limit, false AS expired FROM claimed
 UNION ALL
@@ -157,12 +157,13 @@ WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
 -- name: succeed
 -- Successful tasks that keep their result (Django's tasks framework), many at once: the row
 -- stays as "succeeded" with the return value until expires_at (now + its retention).
--- Lease-checked like ack.
+-- Lease-checked like ack. Like fail and retry, the batch is one JSON document (an array of
+-- {"id", "attempt", ...} objects): one text parameter, whatever the values inside.
 UPDATE aiotaskq_task t
 SET state = 'succeeded', finished_at = now(), alive_at = now(),
-    return_value = l.value::jsonb, expires_at = now() + make_interval(secs => l.retention)
-FROM unnest(%(ids)s::text::uuid[], %(attempts)s::text::int[], %(values)s::text[], %(retentions)s::float8[])
-     AS l(id, attempt, value, retention)
+    return_value = COALESCE(l.value, 'null'::jsonb),
+    expires_at = now() + make_interval(secs => l.retention)
+FROM jsonb_to_recordset(%(items)s::jsonb) AS l(id uuid, attempt int, value jsonb, retention float8)
 WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
   AND t.state = 'running';
 
@@ -223,28 +224,33 @@ WHERE id = %(id)s;
 
 -- name: fail
 -- Failed tasks, many at once: kept with the attempt's error appended, for inspection and
--- re-run. Lease-checked like ack.
+-- re-run. Lease-checked like ack. retries counts every failed attempt; errors keeps the
+-- first 10 and the last 10 of them (past 20, the oldest of the last ten, index 10, is
+-- dropped at each append), so a task retried without limit never grows its row unbounded.
 UPDATE aiotaskq_task t
-SET state = 'failed', finished_at = now(), alive_at = now(),
-    errors = t.errors || jsonb_build_array(l.error::jsonb)
-FROM unnest(%(ids)s::text::uuid[], %(attempts)s::text::int[], %(errors)s::text[]) AS l(id, attempt, error)
+SET state = 'failed', finished_at = now(), alive_at = now(), retries = t.retries + 1,
+    errors = (CASE WHEN jsonb_array_length(t.errors) < 20 THEN t.errors ELSE t.errors - 10 END)
+             || jsonb_build_array(l.error)
+FROM jsonb_to_recordset(%(items)s::jsonb) AS l(id uuid, attempt int, error jsonb)
 WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
   AND t.state = 'running';
 
 
 -- name: retry
 -- Failed attempts that will be retried, and snoozed ones, many at once: queued again for
--- later (by the database clock), the attempt's error appended (none for a snooze), and the
--- queues' workers woken at commit so they look at the new ETA. Lease-checked like ack.
+-- later (by the database clock), the attempt's error appended and counted (none for a
+-- snooze; errors is trimmed as in fail), and the queues' workers woken at commit so they look
+-- at the new ETA. Lease-checked like ack.
 WITH retried AS (
     UPDATE aiotaskq_task t
     SET state = 'queued', worker_id = NULL, started_at = NULL, alive_at = NULL,
         execute_at = COALESCE(l.eta, now() + make_interval(secs => COALESCE(l.countdown, 0))),
+        retries = t.retries + (l.error IS NOT NULL)::int,
         errors = CASE WHEN l.error IS NULL THEN t.errors
-                      ELSE t.errors || jsonb_build_array(l.error::jsonb) END
-    FROM unnest(%(ids)s::text::uuid[], %(attempts)s::text::int[], %(errors)s::text[],
-                %(countdowns)s::float8[], %(etas)s::timestamptz[])
-         AS l(id, attempt, error, countdown, eta)
+                      ELSE (CASE WHEN jsonb_array_length(t.errors) < 20 THEN t.errors
+                                 ELSE t.errors - 10 END) || jsonb_build_array(l.error) END
+    FROM jsonb_to_recordset(%(items)s::jsonb)
+         AS l(id uuid, attempt int, error jsonb, countdown float8, eta timestamptz)
     WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
       AND t.state = 'running'
     RETURNING 1
@@ -287,14 +293,14 @@ WITH dirty AS (
     FOR UPDATE OF t SKIP LOCKED
 )
 UPDATE aiotaskq_task t
-SET state = CASE WHEN dirty.max_retries IS NOT NULL
-                      AND jsonb_array_length(t.errors) >= dirty.max_retries
+SET state = CASE WHEN dirty.max_retries IS NOT NULL AND t.retries >= dirty.max_retries
                  THEN 'failed' ELSE 'queued' END,
-    finished_at = CASE WHEN dirty.max_retries IS NOT NULL
-                            AND jsonb_array_length(t.errors) >= dirty.max_retries
+    finished_at = CASE WHEN dirty.max_retries IS NOT NULL AND t.retries >= dirty.max_retries
                        THEN now() END,
     worker_id = NULL, started_at = NULL, alive_at = NULL, execute_at = now(),
-    errors = t.errors || jsonb_build_array(jsonb_build_object(
+    retries = t.retries + 1,
+    errors = (CASE WHEN jsonb_array_length(t.errors) < 20 THEN t.errors ELSE t.errors - 10 END)
+             || jsonb_build_array(jsonb_build_object(
         'attempt', t.attempt, 'type', 'aiotaskq.errors.Dirty',
         'message', 'the worker ' || t.worker_id || ' stopped beating for this attempt',
         'traceback', '', 'worker_id', t.worker_id, 'at', now()))

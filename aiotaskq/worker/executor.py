@@ -4,12 +4,9 @@ under one concurrency limit. Each outcome goes to the reporter."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import inspect
-import json
+import contextlib
 import logging
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,19 +17,27 @@ from asgiref.sync import sync_to_async
 from django import db as django_db
 from django.db import close_old_connections
 
-from ..db import finish
 from ..db.claim import Claimed
-from ..errors import Revoked, TimeLimitExceeded
-from ..retry import Decision, Retry, Snooze
+from ..db.finish import Outcome, Released, Retried
+from ..errors import Revoked, TaskNotRegistered, TimeLimitExceeded
+from ..retry import Snooze
 from ..serialization import decode_arguments
 from ..tasks.registry import get_task
 from ..tasks.task import Attempt, Task
+from ..tracebacks import safe_str
+from . import outcome
 from .dbthreads import DatabaseThreads
 from .reporter import Reporter
 
 __all__ = ["Executor", "Job"]
 
 logger = logging.getLogger(__name__)
+
+
+#: How long a cancelled coroutine (past its time limit, or revoked) may take to end before
+#: its attempt is ended without it: its outcome is written, its slot freed, and the coroutine,
+#: which ignored its cancellation, runs on detached (logged as task.stubborn).
+STUBBORN_MARGIN = 2.0
 
 
 @dataclass(slots=True, eq=False)
@@ -50,10 +55,12 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     is_sync: bool = False
     handle: asyncio.Task[None] | None = None
-    #: Cancelled by a graceful stop before it finished: its row is to be released.
-    released: bool = False
-    #: Cancelled because it was revoked.
-    revoked: bool = False
+    #: Why the worker cancelled it, if it did: "revoke" or "release" (a graceful stop).
+    cancelled_for: str | None = None
+    #: Its outcome has been handed to the reporter (or its row is being released): anything
+    #: the attempt does later is dropped.
+    ended: bool = False
+    watchdog: asyncio.TimerHandle | None = None
 
     @property
     def lease(self) -> tuple[uuid.UUID, int]:
@@ -67,28 +74,6 @@ def _call_sync(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) 
         return fn(*args, **kwargs)
     finally:
         close_old_connections()
-
-
-def error_record(
-    job: Job,
-    exc: BaseException,
-    worker_id: str,
-    reason: str | None = None,
-    outcome: str = "failed",
-) -> str:
-    """The JSON kept in the row's ``errors`` for a failed attempt; ``outcome`` says what
-    became of it (retried when, or failed and why)."""
-    return json.dumps(
-        {
-            "attempt": job.attempt,
-            "outcome": outcome,
-            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "message": reason or str(exc),
-            "traceback": "".join(traceback.format_exception(exc)),
-            "worker_id": worker_id,
-            "at": dt.datetime.now(dt.UTC).isoformat(),
-        }
-    )
 
 
 class Executor:
@@ -112,9 +97,6 @@ class Executor:
         reporter.on_written = self._slot_freed.set  # written outcomes free slots too
         self._empty = asyncio.Event()
         self._empty.set()
-        # Set when the jobs still running are being given back: their cancellation is then
-        # not a failure, and their rows are released instead.
-        self.releasing = False
 
     @property
     def free(self) -> int:
@@ -158,7 +140,12 @@ class Executor:
             self._empty.clear()
             job.handle = loop.create_task(self._run(job, row.args or "[]", row.kwargs or "{}"))
 
+    def _attempt(self, job: Job) -> outcome.Attempt:
+        return outcome.Attempt(job.lease, job.name, job.queue, job.retries, self._worker_id)
+
     async def _run(self, job: Job, args_json: str, kwargs_json: str) -> None:
+        # Every way an attempt can end becomes one outcome; only the worker's own
+        # cancellation (revoke, a graceful stop, the worker torn down) is treated as such.
         task: Task[Any, Any] | None = None
         try:
             task = get_task(job.name)
@@ -169,43 +156,48 @@ class Executor:
                 )
             limit = job.time_limit or task.time_limit
             if task.is_async:
+                if limit is not None:
+                    job.watchdog = asyncio.get_running_loop().call_later(
+                        limit + STUBBORN_MARGIN, self._abandon, job, limit
+                    )
                 value = await self._run_async(task.fn, args, kwargs, limit)
             else:
                 job.is_sync = True
                 value = await self._run_sync(job, task.fn, args, kwargs, limit)
-            kept = None
-            if task.result_retention is not None:
-                kept = finish.Kept(job.lease, json.dumps(value), task.result_retention)
-        except asyncio.CancelledError:
-            if job.revoked:
-                self._fail(job, None, Revoked("revoked while running"), args_json, kwargs_json)
-            elif self.releasing:
-                # Given back by a graceful stop: the lifecycle releases the row. (A sync
-                # task's thread cannot be interrupted: it runs on, and its late outcome is
-                # discarded by the lease check.)
-                job.released = True
+            result = outcome.success(self._attempt(job), task, value)
+        except asyncio.CancelledError as exc:
+            if job.cancelled_for == "revoke":
+                self._fail(job, task, Revoked("revoked while running"), args_json, kwargs_json)
+            elif job.cancelled_for == "release":
+                # Given back by a graceful stop: give_back releases the row. (A sync task's
+                # thread cannot be interrupted: it runs on, and what it does is dropped.)
+                pass
             else:
-                raise
-        except Snooze as snooze:
-            self._reporter.reschedule(
-                finish.Reschedule(job.lease, job.queue, None, snooze.seconds, None)
-            )
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the worker itself is being torn down
+                # The task raised CancelledError of its own: that is its failure.
+                self._fail(job, task, exc, args_json, kwargs_json)
+        except Snooze as exc:
+            self._report(job, outcome.snooze(self._attempt(job), exc))
             logger.info(
-                "task.snoozed: %s [%s] runs again in %.1f s",
+                "task.snoozed: %s [%s] runs again later",
                 job.name,
                 job.id,
-                snooze.seconds,
                 extra=self._extra(job),
             )
-        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        except BaseException as exc:
             self._fail(job, task, exc, args_json, kwargs_json)
         else:
-            if kept is None:
-                self._reporter.ack(job.lease)
-            else:
-                self._reporter.succeed(kept)
+            self._report(job, result)
         finally:
             self._finished(job)
+
+    def _report(self, job: Job, result: Outcome) -> None:
+        if job.ended:
+            return  # the attempt was already ended without it (stubborn, or released)
+        job.ended = True
+        self._reporter.add(result)
 
     async def _run_async(
         self,
@@ -259,6 +251,33 @@ class Executor:
             extra=self._extra(job),
         )
 
+    def _abandon(self, job: Job, limit: float | None) -> None:
+        """End the attempt of a coroutine that ignored its cancellation (it caught
+        ``CancelledError`` and went on): its outcome is written and its slot freed now."""
+        if job.ended or self.jobs.get(job.id) is not job:
+            return
+        if limit is None:
+            exc: BaseException = Revoked("revoked while running")
+        else:
+            exc = TimeLimitExceeded(
+                f"the attempt ran past its time limit of {limit:g} s and ignored its "
+                "cancellation; it was ended without it"
+            )
+        logger.error(
+            "task.stubborn: %s [%s] ignored its cancellation for %g s; its attempt is ended "
+            "and its slot freed, but the coroutine runs on detached (do not catch "
+            "CancelledError or BaseException without re-raising it)",
+            job.name,
+            job.id,
+            STUBBORN_MARGIN,
+            extra=self._extra(job),
+        )
+        task = None
+        with contextlib.suppress(TaskNotRegistered):
+            task = get_task(job.name)
+        self._fail(job, task, exc, "[]", "{}")
+        self._finished(job)
+
     def _fail(
         self,
         job: Job,
@@ -268,41 +287,17 @@ class Executor:
         kwargs_json: str,
     ) -> None:
         """Record a failed attempt: retried if the task's policy says so, else Failed."""
-        reason = _reason(task.fn if task else None, exc, args_json, kwargs_json)
-        decision = Decision(action="fail")
-        if task is not None and reason is None:
-            decision = task.policy.decide(exc, job.retries)
-        recorded = exc.exc if isinstance(exc, Retry) and exc.exc is not None else exc
-        if decision.action == "retry":
-            when = (
-                f"at {decision.eta.isoformat()}"
-                if decision.eta
-                else (f"in {decision.countdown:.1f} s")
-            )
-            outcome = f"retry {job.retries + 1} {when}"
-            self._reporter.reschedule(
-                finish.Reschedule(
-                    job.lease,
-                    job.queue,
-                    error_record(job, recorded, self._worker_id, reason, outcome),
-                    decision.countdown,
-                    decision.eta,
-                )
-            )
-        else:
-            outcome = _final_outcome(task, exc, job.retries, reason)
-            self._reporter.fail(
-                job.lease, error_record(job, recorded, self._worker_id, reason, outcome)
-            )
+        result, words = outcome.failure(self._attempt(job), task, exc, args_json, kwargs_json)
+        self._report(job, result)
         logger.warning(
             "task.%s: %s [%s] attempt %d: %s: %s (%s)",
-            "retry" if decision.action == "retry" else "failed",
+            "retry" if isinstance(result, Retried) else "failed",
             job.name,
             job.id,
             job.attempt,
-            type(recorded).__name__,
-            recorded,
-            outcome,
+            type(exc).__name__,
+            safe_str(exc),
+            words,
             extra=self._extra(job),
         )
 
@@ -321,11 +316,22 @@ class Executor:
             )
             return
         logger.info("task.revoked: %s [%s] cancelled", job.name, job.id, extra=self._extra(job))
-        job.revoked = True
+        job.cancelled_for = "revoke"
         job.handle.cancel()
+        if job.watchdog is not None:
+            job.watchdog.cancel()
+        job.watchdog = asyncio.get_running_loop().call_later(
+            STUBBORN_MARGIN, self._abandon, job, None
+        )
 
     def _finished(self, job: Job) -> None:
-        if self.jobs.pop(job.id, None) is not None:
+        if job.watchdog is not None:
+            job.watchdog.cancel()
+            job.watchdog = None
+        # By identity: an abandoned attempt that ends late must not take the slot of a later
+        # attempt of the same task.
+        if self.jobs.get(job.id) is job:
+            del self.jobs[job.id]
             self._slot_freed.set()
             if not self.jobs:
                 self._empty.set()
@@ -340,43 +346,28 @@ class Executor:
         }
 
     async def give_back(self, timeout: float) -> list[Job]:
-        """Cancel the coroutine jobs still running and wait (up to ``timeout``) for them to
-        stop. Return the jobs whose rows must be released: the cancelled ones, and the sync
-        ones still running in their thread (which cannot be interrupted)."""
-        self.releasing = True
+        """Cancel the jobs still running, wait (up to ``timeout``) for the coroutines to stop,
+        and hand the reporter a release of every unfinished row: the cancelled coroutines,
+        those that ignore their cancellation, and the plain functions still running in their
+        threads (which cannot be interrupted). Return those jobs."""
         running = list(self.jobs.values())
+        for job in running:
+            job.cancelled_for = "release"
+            if job.handle is not None:
+                job.handle.cancel()
         handles = [j.handle for j in running if j.handle is not None]
-        for handle in handles:
-            handle.cancel()
         if handles:
             await asyncio.wait(handles, timeout=timeout)
-        # A job that finished before its cancellation landed has reported its outcome itself;
-        # one that ignores cancellation past the timeout is released all the same.
-        return [j for j in running if j.released or j.handle is None or not j.handle.done()]
+        # A job that finished before its cancellation landed has reported its outcome itself.
+        left = [job for job in running if not job.ended]
+        for job in left:
+            self._report(job, Released(job.lease, job.queue))
+            self._finished(job)
+        return left
 
     def shutdown_threads(self) -> None:
         """Stop the thread pool without waiting for threads still running a task."""
         self._threads.shutdown(wait=False, cancel_futures=True)
-
-
-def _final_outcome(
-    task: Task[Any, Any] | None, exc: BaseException, retries: int, reason: str | None
-) -> str:
-    if isinstance(exc, Revoked):
-        return "failed: revoked"
-    if task is None or reason is not None:
-        return "failed: cannot run"
-    policy = task.policy
-    limit = (
-        exc.max_retries
-        if isinstance(exc, Retry) and exc.max_retries is not None
-        else (policy.max_retries)
-    )
-    if isinstance(exc, Retry) or policy.retries_automatically(exc):
-        return f"failed: no retries left ({retries} of max_retries={limit})"
-    if policy.autoretry_for:
-        return f"failed: {type(exc).__name__} is not retried (not in autoretry_for)"
-    return "failed"
 
 
 async def _run_coroutine(
@@ -393,23 +384,3 @@ async def _run_coroutine(
                 f"the attempt ran past its time limit of {limit:g} s and was cancelled"
             ) from exc
         raise
-
-
-def _reason(
-    fn: Callable[..., Any] | None, exc: BaseException, args_json: str, kwargs_json: str
-) -> str | None:
-    """A clearer message for the two failures that are not the task's own."""
-    if fn is None:
-        return str(exc)
-    if isinstance(exc, TypeError):
-        try:
-            args, kwargs = decode_arguments(args_json, kwargs_json)
-            inspect.signature(fn).bind(*args, **kwargs)
-        except TypeError as bind_error:
-            return (
-                f"The stored arguments no longer fit the task's signature: {bind_error}. "
-                "Fix the row's arguments and run it again, or delete it."
-            )
-        except ValueError:
-            return None
-    return None

@@ -8,12 +8,9 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool
-
 from ..db.claim import claim, next_eta
-from ..db.connect import recover
-from ..errors import DatabaseError
+from ..db.connect import WorkerDatabase
+from ..errors import DatabaseError, DatabaseUnavailable
 from .events import first_of
 from .executor import Executor
 
@@ -21,13 +18,13 @@ __all__ = ["Fetcher"]
 
 logger = logging.getLogger(__name__)
 
-_BACKOFF_MAX = 30.0
+_BACKOFF_MAX = 2.0
 
 
 class Fetcher:
     def __init__(
         self,
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]],
+        db: WorkerDatabase,
         executor: Executor,
         *,
         queues: list[str],
@@ -38,7 +35,7 @@ class Fetcher:
         batch: int,
         burst: bool,
     ) -> None:
-        self._pool = pool
+        self._db = db
         self._executor = executor
         self._queues = queues
         self._worker_id = worker_id
@@ -50,11 +47,11 @@ class Fetcher:
         # With more due tasks waiting, claim again once this many slots are free: a few, so
         # a batch is worth a round trip, but not so many that slots sit idle.
         self._refill = max(1, min(10, executor.capacity // 20))
-        self.claims = 0
 
     async def run(self) -> None:
         """Claim until ``stopping`` is set (or, in burst mode, until nothing is due and
-        nothing runs). Database failures are logged and retried with a capped backoff."""
+        nothing runs). A claim that fails is tried again after a short capped backoff (2 s
+        at most), or, while the database is unreachable, the moment it answers again."""
         more = True  # Claim at once on start: tasks may be waiting.
         backoff = 0.1
         due_in: float | None = None
@@ -81,27 +78,32 @@ class Fetcher:
                 continue
             limit = min(free, self._batch)
             try:
-                async with self._pool.connection() as conn:
+                async with self._db.connection("Claiming tasks") as conn:
                     rows = await claim(conn, self._queues, limit, self._worker_id)
                     more = len(rows) >= limit
                     # Start the claimed jobs before anything else is awaited: they run while
                     # the next ETA is looked up.
                     self._executor.start(rows)
                     due_in = None if more else await next_eta(conn, self._queues)
-            except (DatabaseError, psycopg.Error, OSError) as exc:
-                await recover(self._pool)
-                logger.warning(
-                    "fetcher.claim_failed: %s; retrying in %.1f s",
-                    exc,
-                    backoff,
-                    extra={"worker_id": self._worker_id},
-                )
-                await self._wait(self._stopping.wait(), backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
+            except DatabaseError as exc:
+                if not isinstance(exc, DatabaseUnavailable):
+                    logger.warning(
+                        "fetcher.claim_failed: %s; retrying in %.1f s",
+                        exc,
+                        backoff,
+                        extra={"worker_id": self._worker_id},
+                    )
+                if self._db.available.is_set():
+                    # The database answers, the statement failed: try again shortly.
+                    await self._wait(self._stopping.wait(), backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
+                else:
+                    # Claim the moment the database answers again.
+                    await self._wait(self._db.wait_available(None), None)
+                    backoff = 0.1
                 more = True
                 continue
             backoff = 0.1
-            self.claims += 1
             if rows:
                 # Yield once so the new jobs start before the next claim is considered.
                 await asyncio.sleep(0)

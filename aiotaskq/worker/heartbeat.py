@@ -5,14 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
-
-import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from ..db import finish
-from ..db.connect import recover
-from ..errors import DatabaseError
+from ..db.connect import WorkerDatabase
+from ..errors import DatabaseError, DatabaseUnavailable
 from .executor import Executor
 from .reporter import Reporter
 
@@ -32,18 +28,17 @@ class Heartbeat:
 
     def __init__(
         self,
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]],
+        db: WorkerDatabase,
         executor: Executor,
         reporter: Reporter,
         worker_id: str,
         interval: float,
     ) -> None:
-        self._pool = pool
+        self._db = db
         self._executor = executor
         self._reporter = reporter
         self._worker_id = worker_id
         self._interval = interval
-        self.beats = 0
 
     async def run(self) -> None:
         """Beat until cancelled; a failed beat is logged and the next one tried."""
@@ -68,13 +63,13 @@ class Heartbeat:
         if not leases:
             return
         try:
-            async with self._pool.connection() as conn:
+            async with self._db.connection("Writing the heartbeat") as conn:
                 held = await finish.heartbeat(conn, leases, self._worker_id)
-        except (DatabaseError, psycopg.Error, OSError) as exc:
-            await recover(self._pool)
+        except DatabaseUnavailable:
+            return  # the database.unreachable line has told
+        except DatabaseError as exc:
             logger.warning("heartbeat.failed: %s", exc, extra={"worker_id": self._worker_id})
             return
-        self.beats += 1
         lost = [lease for lease in leases if lease[0] not in held]
         for task_id, attempt in lost:
             job = self._executor.jobs.get(task_id)

@@ -3,33 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import os
 import secrets
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-import psycopg
+import anyio
 from django.utils.module_loading import autodiscover_modules
 
 from ..conf import get_settings
-from ..db import finish
-from ..db.connect import translate_errors, worker_pool
-from ..errors import ConfigurationError, DatabaseError
+from ..db.connect import WorkerDatabase
+from ..errors import ConfigurationError
 from ..tasks.enqueue import validate_queue
 from .dbthreads import DatabaseThreads
 from .events import first_of
-from .executor import Executor
+from .executor import STUBBORN_MARGIN, Executor
 from .fetcher import Fetcher
 from .heartbeat import Heartbeat
 from .listener import Listener
-from .prune import Pruner
+from .loops import every, supervised
 from .reporter import Reporter
 from .rescue import Rescuer
-from .upkeep import TableKeeper
+from .upkeep import Pruner, TableKeeper
 
 __all__ = ["ConnectionBudget", "Worker", "WorkerConfig"]
 
@@ -39,12 +39,6 @@ logger = logging.getLogger(__name__)
 _OUTCOME_TIMEOUT = 30.0
 # How often Django's connection hygiene runs in the ORM threads of coroutine tasks.
 _TIDY_EVERY = 5.0
-
-
-async def _tidy(db_threads: DatabaseThreads, every: float) -> None:
-    while True:
-        await asyncio.sleep(every)
-        await db_threads.tidy()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +119,10 @@ class Worker:
         #: Sync tasks still running in their threads when :meth:`run` returned (their rows
         #: were given back). A process that owns the worker may exit without waiting.
         self.abandoned_threads = 0
+        #: Names of coroutine tasks that ignored their cancellation at the end of the grace
+        #: period (their rows were given back); they still run on the loop. A process that
+        #: owns the worker exits without waiting for them.
+        self.stubborn: list[str] = []
 
     def stop(self) -> None:
         """Ask for a graceful stop; a second call skips the rest of the grace period.
@@ -169,9 +167,13 @@ class Worker:
     async def run(self) -> None:
         """Run until stopped; see the class docstring.
 
+        A worker started while the database does not answer says so and waits for it (a
+        ``burst`` run raises instead).
+
         Raises:
-            DatabaseError: the database cannot be reached at start. (Once running, the
-                worker rides out outages by itself.)
+            DatabaseError: the database refuses the configuration (a wrong password, no
+                such database), or, in burst mode, it does not answer at start. (Once
+                running, the worker rides out outages by itself.)
         """
         self._stopping = asyncio.Event()
         self._forced = asyncio.Event()
@@ -180,79 +182,125 @@ class Worker:
             self._stopping.set()
         settings = get_settings()
         self.import_tasks()
-        pool = worker_pool(name=f"aiotaskq-worker-{self.id}")
-        try:
-            with translate_errors("Connecting the worker to the database"):
-                await pool.open(wait=True, timeout=30)
-        except BaseException:
-            await pool.close()
-            raise
+        db = WorkerDatabase(f"aiotaskq-worker-{self.id}", settings.WORKER_POOL_SIZE)
+        if not await db.open(wait=not self.config.burst, stopping=self._stopping):
+            logger.info("worker.stopped: %s", self.id, extra={"worker_id": self.id})
+            return
         wake = asyncio.Event()
-        reporter = Reporter(pool, self.id)
+        reporter = Reporter(db, self.id)
         db_threads = DatabaseThreads(self.config.db_threads)
         executor = Executor(
             self.config.concurrency, self.config.threads, reporter, self.id, db_threads
         )
         self.executor = executor
-        heartbeat = Heartbeat(pool, executor, reporter, self.id, settings.HEARTBEAT_INTERVAL)
-        fetcher = Fetcher(
-            pool,
-            executor,
-            queues=self.queues,
-            worker_id=self.id,
-            wake=wake,
-            stopping=self._stopping,
-            poll_interval=settings.POLL_INTERVAL,
-            batch=settings.CLAIM_BATCH,
-            burst=self.config.burst,
-        )
-        background: list[asyncio.Task[None]] = []
+        db.on_back = functools.partial(self._database_back, reporter, wake)
         try:
-            background.append(asyncio.create_task(reporter.run(), name="aiotaskq-reporter"))
-            background.append(asyncio.create_task(heartbeat.run(), name="aiotaskq-heartbeat"))
-            background.append(
-                asyncio.create_task(_tidy(db_threads, _TIDY_EVERY), name="aiotaskq-db-tidy")
-            )
-            pruner = Pruner(pool, self.id)
-            background.append(asyncio.create_task(pruner.run(), name="aiotaskq-pruner"))
-            keeper = TableKeeper(pool, self.id)
-            background.append(asyncio.create_task(keeper.run(), name="aiotaskq-upkeep"))
-            rescuer = Rescuer(pool, self.queues, settings.DIRTY_AFTER, self.id)
-            background.append(asyncio.create_task(rescuer.run(), name="aiotaskq-rescuer"))
-            if settings.LISTEN and not self.config.burst:
-                self.listener = Listener(
-                    self.queues,
-                    settings.LISTEN_DSN,
-                    wake,
-                    quiet_check=settings.POLL_INTERVAL,
-                    on_control=self._on_control,
+            async with anyio.create_task_group() as loops:
+                for name, loop in self._side_loops(db, executor, reporter, db_threads, wake):
+                    loops.start_soon(
+                        functools.partial(supervised, name, loop, extra={"worker_id": self.id}),
+                        name=f"aiotaskq-{name}",
+                    )
+                if self.listener is not None:
+                    await first_of(
+                        self.listener.connected.wait(), self._stopping.wait(), timeout=10
+                    )
+                logger.info(
+                    "worker.started: %s on queues %s, concurrency %d, threads %d; %s",
+                    self.id,
+                    ",".join(self.queues),
+                    self.config.concurrency,
+                    self.config.threads,
+                    self.budget,
+                    extra={"worker_id": self.id, "queues": self.queues},
                 )
-                background.append(
-                    asyncio.create_task(self.listener.run(), name="aiotaskq-listener")
+                self.ready.set()
+                fetcher = Fetcher(
+                    db,
+                    executor,
+                    queues=self.queues,
+                    worker_id=self.id,
+                    wake=wake,
+                    stopping=self._stopping,
+                    poll_interval=settings.POLL_INTERVAL,
+                    batch=settings.CLAIM_BATCH,
+                    burst=self.config.burst,
                 )
-                await first_of(self.listener.connected.wait(), self._stopping.wait(), timeout=10)
-            logger.info(
-                "worker.started: %s on queues %s, concurrency %d, threads %d; %s",
-                self.id,
-                ",".join(self.queues),
-                self.config.concurrency,
-                self.config.threads,
-                self.budget,
-                extra={"worker_id": self.id, "queues": self.queues},
-            )
-            self.ready.set()
-            await fetcher.run()
-            await self._drain(executor, reporter, pool)
+                await fetcher.run()
+                await self._drain(executor, reporter)
+                loops.cancel_scope.cancel()
         finally:
-            for bg in background:
-                bg.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
             executor.shutdown_threads()
             await db_threads.close()
-            await pool.close(timeout=5)
+            await db.close()
             logger.info("worker.stopped: %s", self.id, extra={"worker_id": self.id})
 
-    async def _drain(self, executor: Executor, reporter: Reporter, pool: Any) -> None:
+    def _side_loops(
+        self,
+        db: WorkerDatabase,
+        executor: Executor,
+        reporter: Reporter,
+        db_threads: DatabaseThreads,
+        wake: asyncio.Event,
+    ) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        """The loops that run beside the fetcher, by name; each is supervised."""
+        settings = get_settings()
+        extra = {"worker_id": self.id}
+        heartbeat = Heartbeat(db, executor, reporter, self.id, settings.HEARTBEAT_INTERVAL)
+        rescuer = Rescuer(db, self.queues, settings.DIRTY_AFTER, self.id)
+        pruner = Pruner(db, self.id)
+        keeper = TableKeeper(db, self.id)
+        loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("reporter", reporter.run),
+            ("heartbeat", heartbeat.run),
+            (
+                "rescuer",
+                functools.partial(
+                    every, rescuer.interval, rescuer.rescue_once, "rescue", extra=extra
+                ),
+            ),
+            (
+                "pruner",
+                functools.partial(every, pruner.interval, pruner.prune_once, "prune", extra=extra),
+            ),
+            (
+                "upkeep",
+                functools.partial(
+                    every, keeper.interval, keeper.keep_once, "upkeep", first=True, extra=extra
+                ),
+            ),
+            (
+                "db-tidy",
+                functools.partial(every, _TIDY_EVERY, db_threads.tidy, "db_tidy", extra=extra),
+            ),
+        ]
+        if settings.LISTEN and not self.config.burst:
+            self.listener = Listener(
+                self.queues,
+                settings.LISTEN_DSN,
+                wake,
+                quiet_check=settings.POLL_INTERVAL,
+                on_control=self._on_control,
+                db=db,
+            )
+            loops.append(("listener", self.listener.run))
+        return loops
+
+    async def _database_back(self, reporter: Reporter, wake: asyncio.Event, outage: float) -> None:
+        """The database answers again: claim at once, and say so once the outcomes kept
+        during the outage are written."""
+        wake.set()
+        held, before = reporter.backlog, reporter.written
+        await first_of(reporter.wait_idle(), timeout=10)
+        logger.warning(
+            "database.back after %.1f s; %d outcomes written%s",
+            outage,
+            reporter.written - before,
+            "" if reporter.backlog == 0 else f", {reporter.backlog} still to write",
+            extra={"worker_id": self.id, "outage_s": outage, "outcomes_held": held},
+        )
+
+    async def _drain(self, executor: Executor, reporter: Reporter) -> None:
         assert self._forced is not None
         if executor.jobs:
             logger.info(
@@ -262,8 +310,24 @@ class Worker:
                 extra={"worker_id": self.id},
             )
             await first_of(executor.wait_empty(), self._forced.wait(), timeout=self.config.grace)
-        left = await executor.give_back(timeout=5.0)
+        # Past the grace: the coroutines still running are cancelled and every unfinished
+        # row is handed to the reporter to be released.
+        left = await executor.give_back(timeout=STUBBORN_MARGIN)
         self.abandoned_threads = sum(1 for job in left if job.is_sync)
+        self.stubborn = sorted(
+            {
+                job.name
+                for job in left
+                if not job.is_sync and job.handle is not None and not job.handle.done()
+            }
+        )
+        if self.stubborn:
+            logger.error(
+                "worker.stubborn: %s ignored their cancellation; their rows are put back, "
+                "and the process leaves them running",
+                ", ".join(self.stubborn),
+                extra={"worker_id": self.id},
+            )
         # The reporter's own loop writes (and retries) every outcome handed in; wait for it
         # rather than flush beside it, so a batch in flight is never cut off.
         await first_of(reporter.wait_idle(), timeout=_OUTCOME_TIMEOUT)
@@ -274,22 +338,10 @@ class Worker:
                 len(unwritten),
                 extra={"worker_id": self.id},
             )
-        if left:
-            leases = [job.lease for job in left]
-            try:
-                async with pool.connection() as conn:
-                    count = await finish.release(conn, leases, self.queues, self.id)
-            except (DatabaseError, psycopg.Error, OSError) as exc:
-                logger.error(
-                    "worker.release_failed: %s; %d tasks stay running and will turn Dirty",
-                    exc,
-                    len(leases),
-                    extra={"worker_id": self.id},
-                )
-                return
+        elif left:
             logger.warning(
                 "worker.released: %d unfinished tasks put back to queued (%s)",
-                count,
+                len(left),
                 ", ".join(sorted({job.name for job in left})),
                 extra={"worker_id": self.id},
             )

@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from ..db.connect import WorkerDatabase
 from ..db.listen import CONTROL_CHANNEL, connect_listener
 from ..db.sql import text
 from ..errors import DatabaseError
@@ -18,7 +19,9 @@ __all__ = ["Listener"]
 logger = logging.getLogger(__name__)
 
 _BACKOFF_FIRST = 0.1
-_BACKOFF_MAX = 30.0
+#: The longest wait between two attempts to listen again while the database answers; while
+#: it does not, the listener waits for the worker's pool to find it back instead.
+_BACKOFF_MAX = 2.0
 
 
 class Listener:
@@ -36,7 +39,9 @@ class Listener:
         wake: asyncio.Event,
         quiet_check: float,
         on_control: Callable[[str], None],
+        db: WorkerDatabase | None = None,
     ) -> None:
+        self._db = db
         self._queues = queues
         self._on_control = on_control
         self._dsn = dsn
@@ -44,7 +49,6 @@ class Listener:
         self._quiet_check = quiet_check
         #: Set while a LISTEN session is up (tests and the status log read it).
         self.connected = asyncio.Event()
-        self.backend_pid: int | None = None
 
     async def run(self) -> None:
         """Listen until cancelled; never raises for a database failure."""
@@ -54,7 +58,6 @@ class Listener:
             conn: psycopg.AsyncConnection[Any] | None = None
             try:
                 conn = await connect_listener(self._queues, self._dsn)
-                self.backend_pid = conn.info.backend_pid
                 self.connected.set()
                 if not first:
                     logger.warning(
@@ -68,17 +71,22 @@ class Listener:
                 await self._listen(conn)
             except (DatabaseError, psycopg.Error, OSError) as exc:
                 self.connected.clear()
-                logger.warning(
-                    "listener.lost: %s; reconnecting in %.1f s",
-                    str(exc).strip() or type(exc).__name__,
-                    backoff,
-                    extra={"queues": self._queues},
-                )
+                if first or backoff == _BACKOFF_FIRST:
+                    logger.warning(
+                        "listener.lost: %s; listening again as soon as the database answers",
+                        " ".join(str(exc).split()) or type(exc).__name__,
+                        extra={"queues": self._queues},
+                    )
+                if self._db is not None:
+                    await self._db.failed()
             finally:
                 self.connected.clear()
                 if conn is not None:
                     await _close_quietly(conn)
-            await asyncio.sleep(backoff)
+            if self._db is not None and not self._db.available.is_set():
+                await self._db.wait_available(None)
+            else:
+                await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:

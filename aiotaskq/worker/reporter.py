@@ -1,27 +1,33 @@
-"""Outcomes of attempts, written in batches: one ``ack`` statement for many successes, one
-``fail`` statement for many failures and one ``retry`` statement for many retries and
-snoozes, flushed within milliseconds."""
+"""Outcomes of attempts, written in batches: one statement per kind of outcome (success, kept
+result, failure, retry or snooze, release) for everything that finished in the same few
+milliseconds.
+
+No outcome can hold the others back. A batch refused for a reason that is not the connection
+(one outcome PostgreSQL will not store) is written again outcome by outcome; an outcome that is
+still refused is written in a form that is always storable (a minimal error that says so), and
+if even that is refused it is dropped with an error in the log: its task turns Dirty, which is
+where a person looks. Outcomes are held only while the database cannot be reached.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
-
-import psycopg
-from psycopg_pool import AsyncConnectionPool
+from collections.abc import Callable, Sequence
 
 from ..db import finish
-from ..db.connect import recover
+from ..db.connect import WorkerDatabase, is_connection_error
+from ..db.finish import Ack, Failed, KeptResult, Lease, Outcome, Released, Retried
 from ..errors import DatabaseError
+from . import outcome as decide
 
 __all__ = ["Reporter"]
 
 logger = logging.getLogger(__name__)
 
-Lease = finish.Lease
 _BACKOFF_MAX = 2.0
+# The order of a flush: successes first (they free the most), releases last.
+_KINDS: tuple[type, ...] = (Ack, KeptResult, Failed, Retried, Released)
 
 
 class Reporter:
@@ -29,63 +35,42 @@ class Reporter:
     away) are kept and written when it is back; the lease check discards the ones whose task
     was rescued meanwhile."""
 
-    def __init__(
-        self,
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]],
-        worker_id: str,
-        flush_delay: float = 0.002,
-    ) -> None:
-        self._pool = pool
+    def __init__(self, db: WorkerDatabase, worker_id: str, flush_delay: float = 0.002) -> None:
+        self._db = db
         self._worker_id = worker_id
         self._flush_delay = flush_delay
-        self._acks: list[Lease] = []
-        self._fails: list[tuple[Lease, str]] = []
-        self._retries: list[finish.Reschedule] = []
-        self._kept: list[finish.Kept] = []
+        self._outcomes: list[Outcome] = []
+        self._writing: list[Outcome] = []
         self._pending = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._writing = 0  # outcomes of the flush in progress
+        #: Outcomes written by the flushes so far (the outage log reports them).
+        self.written = 0
         #: Called after every successful flush (the executor's backpressure listens).
         self.on_written: Callable[[], None] | None = None
 
     @property
     def backlog(self) -> int:
         """Outcomes handed in and not written yet (those being written included)."""
-        return (
-            len(self._acks) + len(self._fails) + len(self._retries) + len(self._kept)
-        ) + self._writing
+        return len(self._outcomes) + len(self._writing)
 
-    def ack(self, lease: Lease) -> None:
-        self._acks.append(lease)
-        self._pending.set()
-        self._idle.clear()
-
-    def fail(self, lease: Lease, error: str) -> None:
-        self._fails.append((lease, error))
-        self._pending.set()
-        self._idle.clear()
-
-    def succeed(self, item: finish.Kept) -> None:
-        self._kept.append(item)
-        self._pending.set()
-        self._idle.clear()
-
-    def reschedule(self, item: finish.Reschedule) -> None:
-        self._retries.append(item)
+    def add(self, item: Outcome) -> None:
+        """Hand in one outcome; it is written within milliseconds."""
+        self._outcomes.append(item)
         self._pending.set()
         self._idle.clear()
 
     def unwritten(self) -> list[Lease]:
         """Leases whose outcome is not written yet (the heartbeat keeps them alive)."""
-        return self._acks + [lease for lease, _ in self._fails] + [r.lease for r in self._retries]
+        return [o.lease for o in self._writing] + [o.lease for o in self._outcomes]
 
     async def wait_idle(self) -> None:
         """Return once every outcome handed in so far is written."""
         await self._idle.wait()
 
     async def run(self) -> None:
-        """Flush until cancelled; a failed flush keeps its outcomes and is retried."""
+        """Flush until cancelled; a flush that cannot reach the database keeps its outcomes
+        and is tried again once the database is back."""
         backoff = 0.1
         while True:
             await self._pending.wait()
@@ -95,51 +80,35 @@ class Reporter:
                 await self.flush()
                 backoff = 0.1
             except DatabaseError as exc:
-                await recover(self._pool)
-                logger.warning(
-                    "reporter.flush_failed: %s; %d outcomes kept, retrying in %.1f s",
-                    exc,
-                    len(self.unwritten()),
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
+                logger.debug("reporter.flush_failed: %s", exc)
+                await self._db.wait_available(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
 
     async def flush(self) -> None:
-        """Write everything collected so far in at most four statements."""
-        acks, fails, retries, kept = self._acks, self._fails, self._retries, self._kept
-        self._acks, self._fails, self._retries, self._kept = [], [], [], []
+        """Write everything handed in so far: one statement per kind of outcome.
+
+        Raises:
+            DatabaseError: the database could not be reached; what was not written is kept.
+        """
+        batch, self._outcomes = self._outcomes, []
         self._pending.clear()
-        self._writing = sent = len(acks) + len(fails) + len(retries) + len(kept)
+        self._writing = batch
+        sent = len(batch)
         written = 0
+        groups = [[o for o in batch if type(o) is kind] for kind in _KINDS]
         try:
-            async with self._pool.connection() as conn:
-                if acks:
-                    written += await finish.ack(conn, acks, self._worker_id)
-                    acks = []
-                if fails:
-                    written += await finish.fail(
-                        conn, [f[0] for f in fails], [f[1] for f in fails], self._worker_id
-                    )
-                    fails = []
-                if retries:
-                    written += await finish.retry(conn, retries, self._worker_id)
-                    retries = []
-                if kept:
-                    written += await finish.succeed(conn, kept, self._worker_id)
-                    kept = []
-        except (DatabaseError, psycopg.Error, OSError) as exc:
+            for index, group in enumerate(groups):
+                if group:
+                    written += await self._write_group(group)
+                    groups[index] = []
+        except DatabaseError:
             # Put back what was not written, ahead of what arrived meanwhile.
-            self._acks[:0] = acks
-            self._fails[:0] = fails
-            self._retries[:0] = retries
-            self._kept[:0] = kept
+            self._outcomes[:0] = [o for group in groups for o in group]
             self._pending.set()
-            if isinstance(exc, DatabaseError):
-                raise
-            raise DatabaseError(f"Writing outcomes failed: {exc}") from exc
+            raise
         finally:
-            self._writing = 0
+            self._writing = []
+        self.written += sent
         if written < sent:
             # The lease check kept them out: their tasks were rescued, re-run or deleted
             # elsewhere while this worker held them (it was frozen, or cut off too long).
@@ -152,5 +121,76 @@ class Reporter:
             )
         if self.on_written is not None:
             self.on_written()
-        if not (self._acks or self._fails or self._retries or self._kept):
+        if not self._outcomes:
             self._idle.set()
+
+    async def _write_group(self, group: list[Outcome]) -> int:
+        try:
+            return await self._write(group)
+        except DatabaseError as exc:
+            if is_connection_error(exc):
+                raise
+            if len(group) == 1:
+                return await self._write_storable(group[0], exc)
+            logger.warning(
+                "outcome.batch_refused: %s; writing its %d outcomes one by one",
+                exc,
+                len(group),
+                extra={"worker_id": self._worker_id},
+            )
+        written = 0
+        for index, item in enumerate(group):
+            try:
+                written += await self._write([item])
+            except DatabaseError as exc:
+                if is_connection_error(exc):
+                    # Keep what is left of the group for the next flush.
+                    del group[:index]
+                    raise
+                written += await self._write_storable(item, exc)
+        group.clear()
+        return written
+
+    async def _write_storable(self, item: Outcome, refused: DatabaseError) -> int:
+        """Write ``item`` in a form that is always storable, or drop it."""
+        replacement = _storable(item, f"The attempt's outcome could not be stored: {refused}")
+        logger.error(
+            "outcome.not_storable: %s for task %s: %s; %s",
+            type(item).__name__,
+            item.lease[0],
+            refused,
+            "written as a minimal error instead"
+            if replacement is not None
+            else "dropped (the task will turn Dirty)",
+            extra={"worker_id": self._worker_id, "task_id": str(item.lease[0])},
+        )
+        if replacement is None:
+            return 0
+        try:
+            return await self._write([replacement])
+        except DatabaseError as exc:
+            if is_connection_error(exc):
+                raise
+            logger.error(
+                "outcome.dropped: task %s: %s; the task will turn Dirty",
+                item.lease[0],
+                exc,
+                extra={"worker_id": self._worker_id, "task_id": str(item.lease[0])},
+            )
+            return 0
+
+    async def _write(self, group: Sequence[Outcome]) -> int:
+        async with self._db.connection("Writing outcomes") as conn:
+            return await finish.write(conn, group, self._worker_id)
+
+
+def _storable(item: Outcome, message: str) -> Outcome | None:
+    """The same outcome with nothing of the task's in it, or None when there is nothing
+    left to simplify (a refused ack or release says nothing of the task's)."""
+    attempt = decide.Attempt(item.lease, "", "", 0, "")
+    if isinstance(item, KeptResult | Failed):
+        return Failed(item.lease, decide.minimal_error_json(attempt, message))
+    if isinstance(item, Retried):
+        error = None if item.error is None else decide.minimal_error_json(attempt, message)
+        return Retried(item.lease, item.queue, error, countdown=0.0)
+    return None

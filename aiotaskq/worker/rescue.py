@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Any
-
-import psycopg
-from psycopg_pool import AsyncConnectionPool
+import time
 
 from ..db import finish
-from ..db.connect import recover
-from ..errors import DatabaseError
+from ..db.connect import WorkerDatabase
 from ..tasks.registry import registered
 
 __all__ = ["Rescuer", "rescue_policies"]
@@ -32,38 +27,36 @@ class Rescuer:
     """Every half ``DIRTY_AFTER``, requeues the Dirty tasks of the opted-in names in this
     worker's queues (the lost attempt is recorded as an error and counts as a retry; a task
     with no retry left is Failed instead). Any number of workers may do this at once: the
-    statement is a compare-and-set, so each Dirty attempt is rescued once."""
+    statement is a compare-and-set, so each Dirty attempt is rescued once.
+
+    After the database was unreachable (or when this worker has just connected), every
+    worker's tasks may look Dirty at once, because no heartbeat got through: the rescuer
+    then waits ``DIRTY_AFTER`` from the moment the database answered again, so the other
+    workers' heartbeats have resumed before it judges anything.
+    """
 
     def __init__(
-        self,
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]],
-        queues: list[str],
-        dirty_after: float,
-        worker_id: str,
+        self, db: WorkerDatabase, queues: list[str], dirty_after: float, worker_id: str
     ) -> None:
-        self._pool = pool
+        self._db = db
         self._queues = queues
         self._dirty_after = dirty_after
         self._worker_id = worker_id
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(max(0.5, self._dirty_after / 2))
-            await self.rescue_once()
+    @property
+    def interval(self) -> float:
+        return max(0.5, self._dirty_after / 2)
 
     async def rescue_once(self) -> int:
         policies = rescue_policies()
         if not policies:
             return 0
-        try:
-            async with self._pool.connection() as conn:
-                rows = await finish.rescue(
-                    conn, policies, self._queues, self._dirty_after, self._worker_id
-                )
-        except (DatabaseError, psycopg.Error, OSError) as exc:
-            await recover(self._pool)
-            logger.warning("rescue.failed: %s", exc, extra={"worker_id": self._worker_id})
+        if time.monotonic() - self._db.reachable_since < self._dirty_after:
             return 0
+        async with self._db.connection("Rescuing Dirty tasks") as conn:
+            rows = await finish.rescue(
+                conn, policies, self._queues, self._dirty_after, self._worker_id
+            )
         for task_id, name, queue, state in rows:
             logger.warning(
                 "task.rescued: Dirty task %s [%s] %s",
