@@ -146,7 +146,9 @@ def _seconds(value: Any, default: float) -> float:
     """A delay in seconds within [0, MAX_DELAY]; ``default`` for what is not a number."""
     try:
         seconds = float(value)
-    except (TypeError, ValueError, OverflowError):
+    except OverflowError:  # an int too large for a float
+        return MAX_DELAY if value > 0 else 0.0
+    except (TypeError, ValueError):
         return default
     if math.isnan(seconds):
         return default

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from typing import Any
@@ -201,3 +202,75 @@ async def orm_read_write(label: str) -> None:
     row = await Execution.objects.acreate(label=label, pid=os.getpid())
     await asyncio.sleep(0.02)
     await Execution.objects.filter(pk=row.pk).aupdate(value="written")
+
+
+# --- Hardening: every way an attempt can end, mixed in one worker (tests/test_hardening.py).
+
+
+class HostileError(Exception):
+    """An exception that cannot be printed."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ refuses")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ refuses")
+
+
+class CustomBaseError(BaseException):
+    """Not an Exception: a bare ``except Exception`` does not catch it."""
+
+
+def _end(label: str, how: str) -> Any:
+    if how == "ok":
+        return None
+    if how == "retry":
+        raise Retry(countdown=1, max_retries=1)
+    if how == "snooze":
+        if not Execution.objects.filter(label=label).exists():
+            Execution.objects.create(label=label, pid=os.getpid())
+            raise Snooze(0.5)
+        return None
+    if how == "nul":
+        raise ValueError(f"binary data: b'\x00\x01' in {label}")
+    if how == "surrogate":
+        raise ValueError(f"half a pair: \ud800 in {label}")
+    if how == "hostile":
+        raise HostileError()
+    if how == "base":
+        raise CustomBaseError(label)
+    if how == "cancelled":
+        raise asyncio.CancelledError(label)
+    if how == "exit":
+        raise SystemExit(3)
+    if how == "huge":
+        raise ValueError("x" * 1_000_000)
+    raise AssertionError(how)
+
+
+@task
+async def ends(label: str, how: str) -> Any:
+    """End the attempt as ``how`` says (see ``_end``), as a coroutine."""
+    if how == "snooze":
+        exists = await Execution.objects.filter(label=label).aexists()
+        if not exists:
+            await Execution.objects.acreate(label=label, pid=os.getpid())
+            raise Snooze(0.5)
+        return None
+    return _end(label, how)
+
+
+@task
+def ends_sync(label: str, how: str) -> Any:
+    """The same as a plain function."""
+    return _end(label, how)
+
+
+@task(time_limit=0.5)
+async def stubborn(label: str) -> None:
+    """Swallows every cancellation: past its time limit it is ended without it."""
+    await Execution.objects.acreate(label=f"{label}:start", pid=os.getpid())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(BaseException):
+            await asyncio.sleep(0.05)
