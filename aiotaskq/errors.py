@@ -22,8 +22,20 @@ class EnqueueError(AiotaskqError):
     """A task could not be enqueued because of its input; nothing was written."""
 
 
-class ArgumentsNotSerializable(EnqueueError, TypeError):
-    """A task argument cannot be encoded as JSON."""
+class ArgumentsNotSerializable(EnqueueError, TypeError, ValueError):
+    """A task argument cannot be encoded as JSON, or holds text PostgreSQL cannot store (a NUL
+    character, a lone surrogate). A ``TypeError`` and a ``ValueError``, as :mod:`json`'s own
+    errors and ``UnicodeEncodeError`` are."""
+
+
+class InvalidArguments(EnqueueError, TypeError):
+    """``args`` that is not a list or tuple, ``kwargs`` that is not a mapping, or something
+    that is not a signature given to ``enqueue_many``."""
+
+
+class ArgumentsDoNotFit(InvalidArguments):
+    """The arguments cannot be bound to the task function's parameters (too many, an unknown
+    keyword, a missing required one): the call would fail in the worker."""
 
 
 class ArgumentsTooLarge(EnqueueError, ValueError):
@@ -48,6 +60,11 @@ class TaskNotRegistered(AiotaskqError, LookupError):
 
 class DatabaseError(AiotaskqError):
     """A database operation failed; the driver's exception is the ``__cause__``."""
+
+
+class DatabaseUnreachable(DatabaseError, TimeoutError):
+    """No connection to the database within ``AIOTASKQ["ENQUEUE_TIMEOUT"]`` seconds; nothing
+    was written."""
 
 
 class TimeLimitExceeded(AiotaskqError, TimeoutError):
