@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -14,10 +16,10 @@ import psycopg
 from django import db as django_db
 from django.db import connections
 from psycopg.conninfo import make_conninfo
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..conf import get_settings
-from ..errors import ConfigurationError, DatabaseError
+from ..errors import ConfigurationError, DatabaseError, DatabaseUnreachable
 
 __all__ = [
     "close_enqueue_pools",
@@ -115,9 +117,17 @@ _opening: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
     weakref.WeakKeyDictionary()
 )
 
+#: How long the enqueue pool keeps trying to add a connection in the background before it
+#: gives up, and the longest a caller waits before it asks for a connection again. psycopg_pool
+#: doubles the delay between attempts without a ceiling; giving up soon and asking again is
+#: what keeps the delay short: a caller's request starts a fresh attempt at once when no
+#: attempt is pending, so the first call after the database is back is served promptly.
+_RETRY_SLICE = 1.0
+
 
 async def enqueue_pool() -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
-    """The running loop's pool for async enqueue, opened on first use."""
+    """The running loop's pool for async enqueue, opened on first use (without waiting for
+    its first connection: :func:`connection` bounds that wait)."""
     loop = asyncio.get_running_loop()
     pool = _enqueue_pools.get(loop)
     if pool is not None:
@@ -126,16 +136,22 @@ async def enqueue_pool() -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
     async with lock:
         pool = _enqueue_pools.get(loop)
         if pool is None:
+            settings = get_settings()
             pool = AsyncConnectionPool(
                 conninfo(),
                 min_size=1,
-                max_size=get_settings().ENQUEUE_POOL_SIZE,
-                kwargs={"autocommit": True},
+                max_size=settings.ENQUEUE_POOL_SIZE,
+                # libpq's connect_timeout is whole seconds, and at least 2.
+                kwargs={
+                    "autocommit": True,
+                    "connect_timeout": max(2, math.ceil(settings.ENQUEUE_TIMEOUT)),
+                },
                 name="aiotaskq-enqueue",
                 open=False,
+                reconnect_timeout=_RETRY_SLICE,
             )
             with translate_errors("Opening the enqueue connection pool"):
-                await pool.open(wait=True, timeout=10)
+                await pool.open(wait=False)
             _enqueue_pools[loop] = pool
     return pool
 
@@ -147,9 +163,58 @@ async def close_enqueue_pools() -> None:
         await pool.close()
 
 
+def _closed_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the server (or the network) closed this idle connection, found without a
+    round trip: reading what arrived while it was idle sees the end of the stream."""
+    if conn.closed:
+        return True
+    try:
+        conn.pgconn.consume_input()
+    except psycopg.OperationalError:
+        return True
+    return conn.pgconn.status != psycopg.pq.ConnStatus.OK
+
+
+async def _getconn(
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], timeout: float
+) -> psycopg.AsyncConnection[Any]:
+    """A live connection of ``pool`` within ``timeout`` seconds.
+
+    Raises:
+        DatabaseUnreachable: none within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DatabaseUnreachable(
+                f"The database could not be reached within {timeout:g} s "
+                '(AIOTASKQ["ENQUEUE_TIMEOUT"]); nothing was written.'
+            )
+        try:
+            conn = await pool.getconn(timeout=min(left, _RETRY_SLICE))
+        except PoolTimeout:
+            continue  # ask again: that starts a new connection attempt if none is pending
+        if not _closed_by_server(conn):
+            return conn
+        # The connections cut during an outage are all dead: test the idle ones now (one
+        # round trip each) and replace the dead, instead of finding them one call at a time.
+        await pool.putconn(conn)
+        await recover(pool)
+
+
 @contextlib.asynccontextmanager
 async def connection() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """A connection of the running loop's enqueue pool."""
+    """A connection of the running loop's enqueue pool, within ``AIOTASKQ["ENQUEUE_TIMEOUT"]``
+    seconds; as ``pool.connection()``: the transaction, if any, commits or rolls back on exit.
+
+    Raises:
+        DatabaseUnreachable: no connection within the timeout.
+    """
     pool = await enqueue_pool()
-    async with pool.connection() as conn:
-        yield conn
+    conn = await _getconn(pool, get_settings().ENQUEUE_TIMEOUT)
+    try:
+        async with conn:
+            yield conn
+    finally:
+        await pool.putconn(conn)
