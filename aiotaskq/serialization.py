@@ -30,6 +30,7 @@ import datetime as dt
 import decimal
 import json
 import json.encoder
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -125,7 +126,22 @@ def encode(value: Any) -> str:
     # Fast path: only a text that contains a one-key "$" object can need escaping.
     if '{"$' in text:
         text = _encoder.encode(_escape(value))
+    if "e+" in text:
+        text = _TOKEN.sub(_positional, text)
     return text
+
+
+# A JSON string, or a number written with a positive exponent (the form Python gives floats
+# from 1e16 up). jsonb stores numbers as numeric and would give 1e+16 back as
+# 10000000000000000, an int; written as 10000000000000000.0 it comes back as the float.
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?e\+\d+')
+
+
+def _positional(match: re.Match[str]) -> str:
+    token = match.group()
+    if token[0] == '"':
+        return token
+    return format(decimal.Decimal(token), "f") + ".0"
 
 
 _NUL_ESCAPE = "\\u0000"
