@@ -2,11 +2,14 @@
 
 from .errors import (
     AiotaskqError,
+    ArgumentsDoNotFit,
     ArgumentsNotSerializable,
     ArgumentsTooLarge,
     ConfigurationError,
     DatabaseError,
+    DatabaseUnreachable,
     EnqueueError,
+    InvalidArguments,
     InvalidPriority,
     InvalidQueueName,
     InvalidSchedule,
@@ -30,13 +33,16 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AiotaskqError",
+    "ArgumentsDoNotFit",
     "ArgumentsNotSerializable",
     "ArgumentsTooLarge",
     "AsyncResult",
     "ConfigurationError",
     "DatabaseError",
+    "DatabaseUnreachable",
     "EagerResult",
     "EnqueueError",
+    "InvalidArguments",
     "InvalidPriority",
     "InvalidQueueName",
     "InvalidSchedule",

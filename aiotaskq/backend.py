@@ -52,6 +52,7 @@ from .errors import InvalidQueueName
 from .retry import RetryPolicy
 from .serialization import decode
 from .tasks.enqueue import build_row, validate_queue
+from .tasks.fit import Fit
 from .tasks.task import Attempt, OnDirty, Task
 
 __all__ = ["DEFAULT_RESULT_RETENTION", "AiotaskqBackend", "AiotaskqTask", "task"]
@@ -177,6 +178,7 @@ class AiotaskqBackend(BaseTaskBackend):
         # Django's rule: arguments must be JSON as they are (normalize_json raises TypeError).
         normalize_json(list(args))
         normalize_json(dict(kwargs))
+        _fit(task).check(task.module_path, args, kwargs)
         return build_row(
             task.module_path,
             list(args),
@@ -341,6 +343,18 @@ class AiotaskqBackend(BaseTaskBackend):
                 )
             )
         return messages
+
+
+_fits: dict[tuple[Callable[..., Any], bool], Fit] = {}
+
+
+def _fit(task: AnyTask) -> Fit:
+    """The parameters of a Django task's function (after its context, when it takes one)."""
+    key = (task.func, bool(task.takes_context))
+    fit = _fits.get(key)
+    if fit is None:
+        fit = _fits[key] = Fit(task.func, lead=1 if task.takes_context else 0)
+    return fit
 
 
 def _parse_id(result_id: str) -> uuid.UUID:

@@ -51,6 +51,9 @@ class Settings:
     WORKER_POOL_SIZE: int = 3
     #: Largest size of the pool used by ``adelay`` / ``aapply_async`` in each event loop.
     ENQUEUE_POOL_SIZE: int = 10
+    #: Seconds an async enqueue (``adelay``, ``aapply_async``, ``aenqueue_many``) waits for
+    #: a connection before it raises ``DatabaseUnreachable``.
+    ENQUEUE_TIMEOUT: float = 5.0
     #: Run tasks at once in the caller instead of enqueueing them (for tests). Celery's
     #: ``CELERY_TASK_ALWAYS_EAGER`` setting turns it on too.
     ALWAYS_EAGER: bool = False
@@ -78,8 +81,8 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigurationError(f'AIOTASKQ["{name}"] must be True or False, got {value!r}.')
         return value
-    if isinstance(default, int | float) and not isinstance(value, bool):
-        if not isinstance(value, int | float) or value <= 0:
+    if isinstance(default, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise ConfigurationError(
                 f'AIOTASKQ["{name}"] must be a positive number, got {value!r}.'
             )

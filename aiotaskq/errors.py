@@ -22,8 +22,20 @@ class EnqueueError(AiotaskqError):
     """A task could not be enqueued because of its input; nothing was written."""
 
 
-class ArgumentsNotSerializable(EnqueueError, TypeError):
-    """A task argument cannot be encoded as JSON."""
+class ArgumentsNotSerializable(EnqueueError, TypeError, ValueError):
+    """A task argument cannot be encoded as JSON, or holds text PostgreSQL cannot store (a NUL
+    character, a lone surrogate). A ``TypeError`` and a ``ValueError``, as :mod:`json`'s own
+    errors and ``UnicodeEncodeError`` are."""
+
+
+class InvalidArguments(EnqueueError, TypeError):
+    """``args`` that is not a list or tuple, ``kwargs`` that is not a mapping, or something
+    that is not a signature given to ``enqueue_many``."""
+
+
+class ArgumentsDoNotFit(InvalidArguments):
+    """The arguments cannot be bound to the task function's parameters (too many, an unknown
+    keyword, a missing required one): the call would fail in the worker."""
 
 
 class ArgumentsTooLarge(EnqueueError, ValueError):
@@ -50,9 +62,10 @@ class DatabaseError(AiotaskqError):
     """A database operation failed; the driver's exception is the ``__cause__``."""
 
 
-class DatabaseUnavailable(DatabaseError):
-    """The database is known not to answer right now (a worker's statements fail at once
-    with it during an outage, instead of waiting)."""
+class DatabaseUnreachable(DatabaseError, TimeoutError):
+    """The database does not answer: async enqueue had no connection within
+    ``AIOTASKQ["ENQUEUE_TIMEOUT"]`` seconds (nothing was written), or a worker knows it is in
+    an outage (its statements then fail at once instead of waiting)."""
 
 
 class TimeLimitExceeded(AiotaskqError, TimeoutError):

@@ -18,6 +18,10 @@ A ``dict`` of the caller's whose only key starts with ``$`` is escaped as
 Django's JSON encoder knows (lazy translation strings, for instance) are encoded as Django
 encodes them and arrive as plain strings. Anything else is refused at enqueue time. Nothing
 is ever pickled: a row must never be a way to run code.
+
+Text PostgreSQL cannot store is refused at enqueue time too: a NUL character (``"\\x00"``,
+which jsonb cannot hold) and a lone surrogate (``"\\ud800"``, which is not UTF-8), in a
+value or a key, at any depth.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import datetime as dt
 import decimal
 import json
 import json.encoder
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -34,7 +39,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from .errors import ArgumentsNotSerializable, ArgumentsTooLarge
 
-__all__ = ["decode", "decode_arguments", "encode", "encode_arguments"]
+__all__ = ["decode", "decode_arguments", "encode", "encode_arguments", "unstorable"]
 
 
 class _Encoder(DjangoJSONEncoder):
@@ -121,7 +126,70 @@ def encode(value: Any) -> str:
     # Fast path: only a text that contains a one-key "$" object can need escaping.
     if '{"$' in text:
         text = _encoder.encode(_escape(value))
+    if "e+" in text:
+        text = _TOKEN.sub(_positional, text)
     return text
+
+
+# A JSON string, or a number written with a positive exponent (the form Python gives floats
+# from 1e16 up). jsonb stores numbers as numeric and would give 1e+16 back as
+# 10000000000000000, an int; written as 10000000000000000.0 it comes back as the float.
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?e\+\d+')
+
+
+def _positional(match: re.Match[str]) -> str:
+    token = match.group()
+    if token[0] == '"':
+        return token
+    return format(decimal.Decimal(token), "f") + ".0"
+
+
+_NUL_ESCAPE = "\\u0000"
+
+
+def _has_nul(text: str) -> bool:
+    """Whether JSON ``text`` encodes a NUL character. The encoder writes one as ``\\u0000``;
+    a user's backslash followed by ``u0000`` is written ``\\\\u0000``: only an odd run of
+    backslashes before ``u0000`` is the escape of a NUL."""
+    start = text.find(_NUL_ESCAPE)
+    while start >= 0:
+        before = start
+        while before > 0 and text[before - 1] == "\\":
+            before -= 1
+        if (start - before) % 2 == 0:  # the backslash at start is not itself escaped
+            return True
+        start = text.find(_NUL_ESCAPE, start + 1)
+    return False
+
+
+def _has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (the encoder leaves non-ASCII characters as
+    they are, so one is in the JSON text). ASCII text, the common case, is known as such
+    without a scan; other text is checked by encoding it."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def unstorable(text: str) -> str | None:
+    """Why PostgreSQL cannot store the JSON ``text`` (an output of :func:`encode`), or
+    ``None`` when it can."""
+    if _NUL_ESCAPE in text and _has_nul(text):
+        return (
+            "contains a NUL character (\\x00): NUL characters cannot be stored in "
+            "PostgreSQL's jsonb; encode binary data, e.g. base64"
+        )
+    if _has_surrogate(text):
+        return (
+            "contains a lone surrogate (such as \\ud800), which is not valid Unicode text "
+            "and cannot be stored; decode bytes with a real codec (errors='replace' keeps the "
+            "rest), or encode binary data, e.g. base64"
+        )
+    return None
 
 
 def decode(text: str) -> Any:
@@ -147,13 +215,26 @@ def _locate(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
     return "the arguments"
 
 
+def _locate_unstorable(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    for index, value in enumerate(args):
+        if unstorable(encode(value)):
+            return f"positional argument {index} ({_describe(value)})"
+    for name, value in kwargs.items():
+        if unstorable(encode(name)):
+            return f"the name of keyword argument {name!r}"
+        if unstorable(encode(value)):
+            return f"keyword argument {name!r} ({_describe(value)})"
+    return "the arguments"
+
+
 def encode_arguments(
     task_name: str, args: Sequence[Any], kwargs: Mapping[str, Any], *, max_bytes: int
 ) -> tuple[str, str]:
     """Encode a call's arguments; raise an :class:`~aiotaskq.errors.EnqueueError` subclass.
 
     Raises:
-        ArgumentsNotSerializable: an argument is not JSON (the message names which one).
+        ArgumentsNotSerializable: an argument is not JSON, or holds a NUL character or a
+            lone surrogate (the message names which argument).
         ArgumentsTooLarge: the encoded arguments exceed ``max_bytes``.
     """
     for key in kwargs:
@@ -171,6 +252,17 @@ def encode_arguments(
             "datetimes, dates, times, timedeltas, UUIDs or Decimals, or pass an identifier "
             "(a primary key) and load the object inside the task."
         ) from exc
+    # The cheap tests of unstorable(), inline: this runs for every row of a bulk enqueue.
+    if (
+        _NUL_ESCAPE in args_json
+        or _NUL_ESCAPE in kwargs_json
+        or not args_json.isascii()
+        or not kwargs_json.isascii()
+    ):
+        problem = unstorable(args_json) or unstorable(kwargs_json)
+        if problem is not None:
+            where = _locate_unstorable(args, kwargs)
+            raise ArgumentsNotSerializable(f"Task {task_name!r}: {where} {problem}.")
     size = len(args_json) + len(kwargs_json)  # characters: a lower bound of the bytes
     if size * 4 > max_bytes:  # at most 4 bytes a character: only then count the bytes
         size = len(args_json.encode()) + len(kwargs_json.encode())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -15,10 +16,10 @@ import psycopg
 from django import db as django_db
 from django.db import connections
 from psycopg.conninfo import make_conninfo
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..conf import get_settings
-from ..errors import ConfigurationError, DatabaseError, DatabaseUnavailable
+from ..errors import ConfigurationError, DatabaseError, DatabaseUnreachable
 
 __all__ = [
     "WorkerDatabase",
@@ -86,7 +87,7 @@ def is_connection_error(exc: BaseException) -> bool:
     """Whether a failure is the connection's (the server is gone or restarting, the
     connection was cut, none could be had in time) rather than the statement's own (a value
     PostgreSQL refused): the first kind is worth trying again as it is, the second is not."""
-    if isinstance(exc, DatabaseUnavailable):
+    if isinstance(exc, DatabaseUnreachable):
         return True
     cause = exc.__cause__ if isinstance(exc, DatabaseError) else exc
     if isinstance(cause, django_db.Error) and cause.__cause__ is not None:
@@ -118,7 +119,7 @@ class WorkerDatabase:
 
     When a statement fails for want of a connection and a fresh connection cannot be had
     either, the database is *unreachable*: the pool is closed (no reconnection storm, no
-    pile of waiters), every statement fails at once with :class:`DatabaseUnavailable`
+    pile of waiters), every statement fails at once with :class:`DatabaseUnreachable`
     instead of waiting, one ``database.unreachable`` line says why, and the database is
     tried every ``PROBE_INTERVAL`` seconds. As soon as it answers, a new pool is opened,
     :attr:`available` is set (whoever waits on it goes on at once) and ``on_back`` is
@@ -138,6 +139,7 @@ class WorkerDatabase:
         self.reachable_since = 0.0
         self._down_since: float | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
         self._closing = False
         #: Awaited with the outage's length (seconds) once the database is back.
         self.on_back: Callable[[float], Awaitable[None]] | None = None
@@ -222,14 +224,14 @@ class WorkerDatabase:
         ``action``.
 
         Raises:
-            DatabaseUnavailable: the database is known to be unreachable (at once, without
+            DatabaseUnreachable: the database is known to be unreachable (at once, without
                 waiting).
             DatabaseError: anything else that failed; a failure of the connection also
                 tells :meth:`failed`.
         """
         pool = self._pool
         if pool is None or not self.available.is_set():
-            raise DatabaseUnavailable(f"{action} failed: the database is unreachable")
+            raise DatabaseUnreachable(f"{action} failed: the database is unreachable")
         try:
             async with pool.connection(timeout=CHECKOUT_TIMEOUT) as conn:
                 with translate_errors(action):
@@ -262,8 +264,7 @@ class WorkerDatabase:
         failure = await self._try_connect()
         if failure is None:
             if self._pool is not None:
-                with contextlib.suppress(psycopg.Error, OSError):
-                    await self._pool.check()
+                await replace_dead_connections(self._pool)
             return
         if not self.available.is_set() or self._pool is None:
             return  # another failure got here first
@@ -314,6 +315,15 @@ class WorkerDatabase:
         return None
 
 
+async def replace_dead_connections(pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]) -> None:
+    """Test the pool's idle connections and replace the dead ones now: when the server cut
+    them all at once, the next attempt then gets a live one instead of the next dead one."""
+    try:
+        await pool.check()
+    except (psycopg.Error, OSError) as exc:
+        logger.debug("pool check failed: %s", exc)
+
+
 def _misconfigured(failure: str) -> bool:
     lowered = failure.lower()
     return any(marker in lowered for marker in _MISCONFIGURED)
@@ -327,9 +337,17 @@ _opening: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
     weakref.WeakKeyDictionary()
 )
 
+#: How long the enqueue pool keeps trying to add a connection in the background before it
+#: gives up, and the longest a caller waits before it asks for a connection again. psycopg_pool
+#: doubles the delay between attempts without a ceiling; giving up soon and asking again is
+#: what keeps the delay short: a caller's request starts a fresh attempt at once when no
+#: attempt is pending, so the first call after the database is back is served promptly.
+_RETRY_SLICE = 1.0
+
 
 async def enqueue_pool() -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
-    """The running loop's pool for async enqueue, opened on first use."""
+    """The running loop's pool for async enqueue, opened on first use (without waiting for
+    its first connection: :func:`connection` bounds that wait)."""
     loop = asyncio.get_running_loop()
     pool = _enqueue_pools.get(loop)
     if pool is not None:
@@ -338,16 +356,22 @@ async def enqueue_pool() -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
     async with lock:
         pool = _enqueue_pools.get(loop)
         if pool is None:
+            settings = get_settings()
             pool = AsyncConnectionPool(
                 conninfo(),
                 min_size=1,
-                max_size=get_settings().ENQUEUE_POOL_SIZE,
-                kwargs={"autocommit": True},
+                max_size=settings.ENQUEUE_POOL_SIZE,
+                # libpq's connect_timeout is whole seconds, and at least 2.
+                kwargs={
+                    "autocommit": True,
+                    "connect_timeout": max(2, math.ceil(settings.ENQUEUE_TIMEOUT)),
+                },
                 name="aiotaskq-enqueue",
                 open=False,
+                reconnect_timeout=_RETRY_SLICE,
             )
             with translate_errors("Opening the enqueue connection pool"):
-                await pool.open(wait=True, timeout=10)
+                await pool.open(wait=False)
             _enqueue_pools[loop] = pool
     return pool
 
@@ -359,9 +383,58 @@ async def close_enqueue_pools() -> None:
         await pool.close()
 
 
+def _closed_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the server (or the network) closed this idle connection, found without a
+    round trip: reading what arrived while it was idle sees the end of the stream."""
+    if conn.closed:
+        return True
+    try:
+        conn.pgconn.consume_input()
+    except psycopg.OperationalError:
+        return True
+    return conn.pgconn.status != psycopg.pq.ConnStatus.OK
+
+
+async def _getconn(
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], timeout: float
+) -> psycopg.AsyncConnection[Any]:
+    """A live connection of ``pool`` within ``timeout`` seconds.
+
+    Raises:
+        DatabaseUnreachable: none within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DatabaseUnreachable(
+                f"The database could not be reached within {timeout:g} s "
+                '(AIOTASKQ["ENQUEUE_TIMEOUT"]); nothing was written.'
+            )
+        try:
+            conn = await pool.getconn(timeout=min(left, _RETRY_SLICE))
+        except PoolTimeout:
+            continue  # ask again: that starts a new connection attempt if none is pending
+        if not _closed_by_server(conn):
+            return conn
+        # The connections cut during an outage are all dead: test the idle ones now (one
+        # round trip each) and replace the dead, instead of finding them one call at a time.
+        await pool.putconn(conn)
+        await replace_dead_connections(pool)
+
+
 @contextlib.asynccontextmanager
 async def connection() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """A connection of the running loop's enqueue pool."""
+    """A connection of the running loop's enqueue pool, within ``AIOTASKQ["ENQUEUE_TIMEOUT"]``
+    seconds; as ``pool.connection()``: the transaction, if any, commits or rolls back on exit.
+
+    Raises:
+        DatabaseUnreachable: no connection within the timeout.
+    """
     pool = await enqueue_pool()
-    async with pool.connection() as conn:
-        yield conn
+    conn = await _getconn(pool, get_settings().ENQUEUE_TIMEOUT)
+    try:
+        async with conn:
+            yield conn
+    finally:
+        await pool.putconn(conn)

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from django.db import connections, transaction
 
+from ..errors import DatabaseUnreachable
 from .connect import connection, translate_errors
 from .listen import channel_for, channels_for
 from .sql import text
@@ -257,6 +258,12 @@ class _Writer:
         try:
             async with connection() as conn:
                 return await _write(conn, rows)
+        except DatabaseUnreachable as exc:
+            # Whoever waits behind this write would wait as long again, for the same answer.
+            for _, future in self.waiting:
+                _fail(future, DatabaseUnreachable(str(exc)))
+            self.waiting.clear()
+            raise
         finally:
             self._release()
 

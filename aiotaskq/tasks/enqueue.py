@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from ..conf import get_settings
 from ..db import enqueue as db_enqueue
-from ..errors import InvalidPriority, InvalidQueueName, InvalidSchedule
+from ..errors import InvalidArguments, InvalidPriority, InvalidQueueName, InvalidSchedule
 from ..serialization import encode_arguments
 from . import eager
 from .result import AsyncResult
@@ -184,10 +184,30 @@ def new_ids(count: int) -> list[uuid.UUID]:
     ]
 
 
+def _not_a_signature(item: object) -> InvalidArguments:
+    name = getattr(item, "name", None)
+    if callable(getattr(item, "s", None)) and isinstance(name, str):
+        return InvalidArguments(
+            f"enqueue_many takes signatures, got the task {name!r} itself: write "
+            f"{getattr(item, '__name__', 'task')}.s(...) with the call's arguments, one "
+            "signature per task to enqueue. Nothing of the batch was written."
+        )
+    text = repr(item)
+    return InvalidArguments(
+        "enqueue_many takes signatures (my_task.s(...)), got "
+        f"{type(item).__name__} {text if len(text) <= 60 else text[:57] + '...'}. Nothing "
+        "of the batch was written."
+    )
+
+
 def _rows(signatures: Iterable[Signature[Any, Any]]) -> list[db_enqueue.TaskRow]:
     sigs = signatures if isinstance(signatures, list | tuple) else list(signatures)
     if len(sigs) == 1:
-        return [sigs[0].build_row()]
+        try:
+            build = sigs[0].build_row
+        except AttributeError:
+            raise _not_a_signature(sigs[0]) from None
+        return [build()]
     return list(_build(sigs, []))
 
 
@@ -198,7 +218,11 @@ def _build(
     max_bytes = get_settings().MAX_ARGUMENTS_BYTES
     keep = built.append
     for sig, id in zip(sigs, new_ids(len(sigs)), strict=True):
-        row = sig.build_row(id=id, max_bytes=max_bytes)
+        try:
+            build = sig.build_row
+        except AttributeError:
+            raise _not_a_signature(sig) from None
+        row = build(id=id, max_bytes=max_bytes)
         keep(row)
         yield row
 
@@ -217,7 +241,8 @@ def enqueue_many(signatures: Iterable[Signature[Any, Any]]) -> Sequence[AsyncRes
     results are :class:`~aiotaskq.tasks.result.EagerResult`.
 
     Raises:
-        EnqueueError: bad input in any signature; DatabaseError: the write failed.
+        EnqueueError: bad input in any signature, or an item that is not a signature
+            (:class:`~aiotaskq.errors.InvalidArguments`); DatabaseError: the write failed.
     """
     if not isinstance(signatures, list | tuple):
         signatures = list(signatures)

@@ -17,6 +17,7 @@ from ..db import enqueue as db_enqueue
 from ..errors import ConfigurationError
 from ..retry import DEFAULT_MAX_RETRIES, RetryPolicy
 from .enqueue import Expires, aenqueue_many, build_row, enqueue_many, validate_queue
+from .fit import Fit, check_containers
 from .registry import register
 from .result import AsyncResult
 
@@ -102,6 +103,8 @@ class Task(Generic[P, R]):
         self.result_retention = result_retention
         #: The function takes an :class:`Attempt` before its own arguments.
         self.wants_attempt = wants_attempt
+        #: The function's parameters, to check a call's arguments against at enqueue.
+        self.fit = Fit(fn, lead=1 if wants_attempt else 0)
         self.is_async: bool = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", self.name)
@@ -165,9 +168,8 @@ class Task(Generic[P, R]):
             priority=priority,
             time_limit=time_limit,
         )
-        return Signature(
-            task=self, args=tuple(args or ()), kwargs=dict(kwargs or {}), options=options
-        ).apply_async()
+        args, kwargs = check_containers(self.name, args, kwargs)
+        return Signature(task=self, args=args, kwargs=kwargs, options=options).apply_async()
 
     async def aapply_async(
         self,
@@ -197,9 +199,8 @@ class Task(Generic[P, R]):
             priority=priority,
             time_limit=time_limit,
         )
-        signature = Signature(
-            task=self, args=tuple(args or ()), kwargs=dict(kwargs or {}), options=options
-        )
+        args, kwargs = check_containers(self.name, args, kwargs)
+        signature = Signature(task=self, args=args, kwargs=kwargs, options=options)
         if transaction:
             return await sync_to_async(signature.apply_async, thread_sensitive=True)()
         return await signature.aapply_async()
@@ -223,12 +224,21 @@ class Signature(Generic[P, R]):
     def build_row(
         self, *, id: uuid.UUID | None = None, max_bytes: int | None = None
     ) -> db_enqueue.TaskRow:
-        """Validate and encode this call (no I/O); see :func:`~.enqueue.build_row`."""
-        o, t = self.options, self.task
+        """Validate and encode this call (no I/O); see :func:`~.enqueue.build_row`.
+
+        Raises:
+            EnqueueError: a subclass naming the bad input, among them
+                :class:`~aiotaskq.errors.ArgumentsDoNotFit` when the task's function cannot
+                take these arguments.
+        """
+        o, t, args, kwargs = self.options, self.task, self.args, self.kwargs
+        if type(args) is not tuple or type(kwargs) is not dict:
+            args, kwargs = check_containers(t.name, args, kwargs)
+        t.fit.check(t.name, args, kwargs)
         return build_row(
             t.name,
-            self.args,
-            self.kwargs,
+            args,
+            kwargs,
             queue=o.queue if o.queue is not None else t.queue,
             priority=o.priority if o.priority is not None else t.priority,
             countdown=o.countdown,

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..db.claim import claim, next_eta
 from ..db.connect import WorkerDatabase
-from ..errors import DatabaseError, DatabaseUnavailable
+from ..errors import DatabaseError, DatabaseUnreachable
 from .events import first_of
 from .executor import Executor
 
@@ -86,7 +86,7 @@ class Fetcher:
                     self._executor.start(rows)
                     due_in = None if more else await next_eta(conn, self._queues)
             except DatabaseError as exc:
-                if not isinstance(exc, DatabaseUnavailable):
+                if not isinstance(exc, DatabaseUnreachable):
                     logger.warning(
                         "fetcher.claim_failed: %s; retrying in %.1f s",
                         exc,

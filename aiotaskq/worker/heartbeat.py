@@ -8,7 +8,7 @@ import time
 
 from ..db import finish
 from ..db.connect import WorkerDatabase
-from ..errors import DatabaseError, DatabaseUnavailable
+from ..errors import DatabaseError, DatabaseUnreachable
 from .executor import Executor
 from .reporter import Reporter
 
@@ -65,7 +65,7 @@ class Heartbeat:
         try:
             async with self._db.connection("Writing the heartbeat") as conn:
                 held = await finish.heartbeat(conn, leases, self._worker_id)
-        except DatabaseUnavailable:
+        except DatabaseUnreachable:
             return  # the database.unreachable line has told
         except DatabaseError as exc:
             logger.warning("heartbeat.failed: %s", exc, extra={"worker_id": self._worker_id})

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..errors import DatabaseError, DatabaseUnavailable
+from ..errors import DatabaseError, DatabaseUnreachable
 
 __all__ = ["every", "supervised"]
 
@@ -43,7 +43,7 @@ async def every(
     while True:
         try:
             await step()
-        except DatabaseUnavailable as exc:
+        except DatabaseUnreachable as exc:
             logger.debug("%s.skipped: %s", name, exc)
         except DatabaseError as exc:
             logger.warning("%s.failed: %s", name, exc, extra=extra)
