@@ -3,6 +3,7 @@ and Succeeded tasks (the groups of ``aiotaskq status``)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.contrib import admin
@@ -12,6 +13,7 @@ from django.db.models.functions import Cast, Left, Now
 from django.http import HttpRequest
 from django.utils.safestring import SafeString
 
+from ..conf import get_settings
 from ..db import control
 from ..models import Task
 from .actions import ByHand, Kept, Revocable
@@ -44,7 +46,7 @@ def _cell(text: str) -> str:
 class PendingAdmin(Revocable):
     """Queued and due, in the order workers take them: per queue, by priority, oldest first."""
 
-    list_display = ("name", "queue", "priority", "waiting", "attempt", "created_at")
+    list_display = ("name", "queue", "priority", "waiting", "attempt", "created")
     ordering = ("queue", "-priority", "execute_at")
 
     def list_annotations(self) -> dict[str, Any]:
@@ -59,7 +61,7 @@ class FutureAdmin(Revocable):
     """Queued for later, the next first (over every queue: the index
     aiotaskq_task_queued_eta reads them in this order; filter on a queue for one)."""
 
-    list_display = ("name", "queue", "priority", "execute_at", "due_in", "attempt")
+    list_display = ("name", "queue", "priority", "execute", "due_in", "attempt")
     ordering = ("execute_at",)
 
     def list_annotations(self) -> dict[str, Any]:
@@ -92,15 +94,27 @@ class DirtyAdmin(ByHand):
     """Running, but the worker's heartbeat stopped: the longest-silent first."""
 
     selection = control.Selection(failed=False, dirty=True)
-    list_display = ("name", "queue", "worker_id", "attempt", "started_at", "silent_for")
+    list_display = ("name", "queue", "worker_id", "attempt", "started", "silent_for")
     ordering = ("alive_at",)
 
     def list_annotations(self) -> dict[str, Any]:
         return {"silent_for_": _since("alive_at")}
 
-    @admin.display(description="silent for", ordering="alive_at")
+    @admin.display(description="heartbeat stopped", ordering="alive_at")
     def silent_for(self, obj: Task) -> str:
-        return _cell(duration(getattr(obj, "silent_for_", None)))
+        return _cell(f"{duration(getattr(obj, 'silent_for_', None))} ago")
+
+    def page_note(self, obj: Task) -> str | None:
+        """Why the task is Dirty, by the database's clock (read with the row)."""
+        db_now: dt.datetime | None = getattr(obj, "db_now", None)
+        silent = db_now - obj.alive_at if db_now is not None and obj.alive_at else None
+        return (
+            f"Dirty: its heartbeat stopped {duration(silent)} ago, on worker "
+            f"{obj.worker_id or '(none)'}, more than DIRTY_AFTER "
+            f"({get_settings().DIRTY_AFTER:g} s) ago. That worker was stopped, froze or lost "
+            "the database while the task ran; whether the task finished is not known. Run "
+            "it again (an outcome the old attempt reports late is discarded) or delete it."
+        )
 
 
 class FailedAdmin(ByHand):

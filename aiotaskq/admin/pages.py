@@ -17,7 +17,6 @@ from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.db.models.functions import Now
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import NoReverseMatch, reverse
-from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from ..conf import get_settings
@@ -34,7 +33,7 @@ from ..models import (
 )
 from .filters import NameFilter, QueueFilter
 from .pagination import EstimatedCountPaginator
-from .render import duration, errors_html, json_html
+from .render import duration, errors_html, json_html, moment
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Any]
@@ -118,6 +117,11 @@ class TaskAdmin(_ModelAdmin):
         # actions that change tasks (run again).
         return obj is None and super().has_change_permission(request)
 
+    def get_model_perms(self, request: HttpRequest) -> dict[str, bool]:
+        # The index and the sidebar link each group as "View", not "Change": its rows are
+        # never edited, whoever looks ("change" is the right to run them again).
+        return {**super().get_model_perms(request), "change": False}
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Deleting goes through the "delete" action (its SQL re-checks the group), never
         # through Django's delete view.
@@ -133,19 +137,22 @@ class TaskAdmin(_ModelAdmin):
     def kwargs_json(self, obj: Task) -> SafeString:
         return json_html(obj.kwargs)
 
-    @admin.display(description="created")
+    # Pages and lists both show times through these (in lists, without "ago": the rows are
+    # not read with the database's now), so that the admin has one date format.
+
+    @admin.display(description="created", ordering="created_at")
     def created(self, obj: Task) -> str:
         return _moment(obj, obj.created_at)
 
-    @admin.display(description="not before")
+    @admin.display(description="not before", ordering="execute_at")
     def execute(self, obj: Task) -> str:
         return _moment(obj, obj.execute_at)
 
-    @admin.display(description="expires")
+    @admin.display(description="expires", ordering="expires_at")
     def expires(self, obj: Task) -> str:
         return _moment(obj, obj.expires_at)
 
-    @admin.display(description="started")
+    @admin.display(description="started", ordering="started_at")
     def started(self, obj: Task) -> str:
         return _moment(obj, obj.started_at)
 
@@ -160,6 +167,31 @@ class TaskAdmin(_ModelAdmin):
     @admin.display(description="errors")
     def error_history(self, obj: Task) -> SafeString:
         return errors_html(obj.errors)
+
+    def page_note(self, obj: Task) -> str | None:
+        """A line at the top of a task's page that says what its group means for it."""
+        return None
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
+        if obj is not None:
+            context = {**context, "task_note": self.page_note(obj)}
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Django's title is "Change history: ..."; nothing here is changed by hand.
+        obj = self.get_object(request, object_id)
+        context = {"title": f"History: {obj}"} if obj is not None else {}
+        return super().history_view(request, object_id, {**context, **(extra_context or {})})
 
     def change_view(
         self,
@@ -218,11 +250,11 @@ class TaskAdmin(_ModelAdmin):
 
 
 def _moment(obj: Task, value: dt.datetime | None) -> str:
-    """A time to the second, in the current time zone, and how far it is from the database's
-    now (read with the row)."""
+    """A time (the admin's one format, ``render.MOMENT_FORMAT``), and how far it is from the
+    database's now when that was read with the row (a task's page)."""
     if value is None:
         return "-"
-    shown = f"{timezone.localtime(value):%Y-%m-%d %H:%M:%S %Z}"
+    shown = moment(value)
     db_now: dt.datetime | None = getattr(obj, "db_now", None)
     if db_now is None:
         return shown

@@ -6,7 +6,8 @@
 4. subscriptions, all pointing at the receiver;
 5. ``POST /events/``: one event, one delivery task per subscription, enqueued at once;
 6. ``manage.py fanout_progress`` until every delivery is final, and the summary;
-7. SIGTERM to the web app, and checks: it stopped cleanly, and no task row is ``running``.
+7. SIGTERM to the web app, and checks: it stopped cleanly, and no task row is ``running``;
+8. ``aiotaskq status`` on what is left, and how to look again.
 
 ::
 
@@ -15,9 +16,12 @@
 The PostgreSQL server is the one of ``PGHOST``, ``PGPORT``, ``PGUSER`` and ``PGPASSWORD``
 (or ``DATABASE_URL``; its database is the one connected to for ``CREATE DATABASE``,
 ``postgres`` by default). The example's database (``--database``) is dropped and created
-again, then kept for a look (``aiotaskq status``). Exit status 0 when every delivery reached
-a final state (delivered, or failed after its retries), the server stopped cleanly, and
-nothing was left running; 1 otherwise.
+again, and kept when the demo ends, for a look with ``aiotaskq status``; but a throwaway
+server that ``scripts/demo`` started (no PostgreSQL answered) is removed as it exits, with
+the database (``AIOTASKQ_DEMO_THROWAWAY_SERVER=1`` says so), so the demo prints the status
+before it ends. Exit status 0 when every delivery reached a final state (delivered, or
+failed after its retries), the server stopped cleanly, and nothing was left running; 1
+otherwise.
 """
 
 from __future__ import annotations
@@ -207,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         web.stop()
         receiver.stop()
         print(f"   Server logs: {logs}")
+    show_status(env, args.database, where)
     if args.summary_json:
         args.summary_json.write_text(json.dumps(summary, indent=2, default=str))
     print("OK" if summary["ok"] else "FAILED: see above and the server logs")
@@ -290,6 +295,35 @@ def check_after_stop(web_stopped: bool, receiver: dict[str, int]) -> dict[str, A
         "web_stopped_cleanly": web_stopped,
         "ok": web_stopped and tasks["running"] == 0,
     }
+
+
+def show_status(env: dict[str, str], database: str, where: str) -> None:
+    """``aiotaskq status`` while the database is still there, and whether it stays."""
+    status = subprocess.run(
+        [sys.executable, "-m", "aiotaskq.cli", "status", "--settings", "project.settings"],
+        cwd=HERE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    print("9. aiotaskq status:")
+    for line in (status.stdout or status.stderr).splitlines():
+        print(f"   {line}")
+    if env.get("AIOTASKQ_DEMO_THROWAWAY_SERVER") == "1":
+        print(
+            f"   The database {database!r} is on the throwaway PostgreSQL that scripts/demo\n"
+            "   started, and goes with it when the demo exits. To keep it for a look, run the\n"
+            "   demo against a server of your own (PGHOST and PGPORT, or DATABASE_URL)."
+        )
+    else:
+        variables = [f"{key}={env[key]}" for key in ("PGHOST", "PGPORT", "PGUSER") if env.get(key)]
+        command = " ".join([*variables, f"EXAMPLE_DATABASE={database}", "aiotaskq status"])
+        password = " (and PGPASSWORD)" if env.get("PGPASSWORD") else ""
+        print(
+            f"   The database {database!r} on {where} is kept; look at it again with{password}:\n"
+            f"   cd examples/asgi_project && {command} --settings project.settings"
+        )
 
 
 if __name__ == "__main__":
