@@ -1,7 +1,9 @@
 """The ``aiotaskq`` command: ``run`` a worker, and ``status``, ``retry`` and ``delete`` for a
-look at the queues. ``python manage.py aiotaskq`` uses the same parser.
+look at the queues. ``python manage.py aiotaskq`` uses the same parser and the same error
+boundary (:func:`explain`).
 
-A mistake on the command line is one line on stderr and exit status 2.
+A mistake on the command line or in the configuration is one line on stderr and exit status 2;
+``--traceback`` shows the full traceback instead. Anything else (a bug) keeps its traceback.
 The CLI is the only part of aiotaskq that reads environment variables or configures logging.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import math
@@ -18,10 +21,12 @@ import uuid
 from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn
 
-from .errors import InvalidQueueName
+import psycopg
+
+from .errors import DatabaseError, InvalidQueueName
 from .tasks.enqueue import validate_queue
 
-__all__ = ["Mistake", "OneLineErrors", "add_commands", "error_line", "execute", "main"]
+__all__ = ["Mistake", "OneLineErrors", "add_commands", "error_line", "execute", "explain", "main"]
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -203,11 +208,19 @@ def _add_common(parser: argparse.ArgumentParser, settings_option: bool) -> None:
             help="the Django settings module, for example mysite.settings "
             "(default: $DJANGO_SETTINGS_MODULE)",
         )
+        parser.add_argument(
+            "--traceback",
+            action="store_true",
+            help="on a configuration or database error, show the full traceback, not one line",
+        )
     else:
         # manage.py reads these itself before the command runs; accept them after the
         # sub-command too, without overriding what it parsed.
         for option in ("--settings", "--pythonpath"):
             parser.add_argument(option, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        parser.add_argument(
+            "--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -285,8 +298,11 @@ def execute(options: argparse.Namespace) -> int:
     """Run the parsed sub-command; Django must be set up. Returns the exit status.
 
     Raises:
-        Mistake: a mistake in the options that the parser cannot see.
+        Mistake, ConfigurationError, DatabaseError: see :func:`explain`.
     """
+    from .conf import get_settings
+
+    get_settings()  # a bad AIOTASKQ key or value shows before the command does anything
     if options.command == "run":
         return _run(options)
     if options.command in ("retry", "delete"):
@@ -415,6 +431,132 @@ def _status(options: argparse.Namespace) -> int:
     return 0
 
 
+def setup_django(settings_module: str | None) -> None:
+    """Import the settings module (``--settings``, else ``DJANGO_SETTINGS_MODULE``) and set
+    Django up, as ``manage.py`` does: the project in the current directory is importable.
+
+    Raises:
+        Mistake: no settings module is named, or it cannot be imported.
+    """
+    origin = "--settings"
+    if settings_module:
+        os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
+    else:
+        settings_module = os.environ.get("DJANGO_SETTINGS_MODULE")
+        origin = "DJANGO_SETTINGS_MODULE"
+    if not settings_module:
+        raise Mistake(
+            "no Django settings: pass --settings mysite.settings or set DJANGO_SETTINGS_MODULE"
+        )
+    if settings_module.endswith(".py") or os.sep in settings_module:
+        raise Mistake(
+            f"the settings module {settings_module!r} (from {origin}) is a file name; "
+            "give its dotted module path, for example mysite.settings"
+        )
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    # Imported here, not first by django.setup(), to tell a module that is not there from
+    # one that raised: Django then finds it in sys.modules.
+    try:
+        importlib.import_module(settings_module)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if settings_module == missing or settings_module.startswith(f"{missing}."):
+            path = os.environ.get("PYTHONPATH")
+            looked = f"the current directory {cwd}" + (f" and PYTHONPATH={path}" if path else "")
+            raise Mistake(
+                f"cannot import the settings module {settings_module!r} (from {origin}): "
+                f"{exc}; looked in {looked}; pass --settings with the module's dotted path, "
+                "run from the project's directory, or add that directory to PYTHONPATH"
+            ) from exc
+        raise _settings_raised(settings_module, exc) from exc
+    except Exception as exc:
+        raise _settings_raised(settings_module, exc) from exc
+    import django
+
+    django.setup()
+
+
+def _settings_raised(module: str, exc: Exception) -> Mistake:
+    return Mistake(
+        f"the settings module {module!r} raised {type(exc).__name__}: {exc} "
+        "(--traceback shows where)"
+    )
+
+
+def explain(exc: BaseException) -> str | None:
+    """The one-line message for a known mistake (a settings module that cannot be imported,
+    bad settings, a database that cannot be reached or is not migrated), else ``None``:
+    anything else is a bug and keeps its traceback."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .errors import ConfigurationError
+
+    if isinstance(exc, Mistake):
+        return str(exc)
+    module = os.environ.get("DJANGO_SETTINGS_MODULE")
+    where = f" {module}" if module else ""
+    if isinstance(exc, ConfigurationError):
+        return f"bad configuration in the settings{where}: {exc}"
+    if isinstance(exc, ImproperlyConfigured):
+        return f"the Django settings{where} are not usable: {exc}"
+    if isinstance(exc, DatabaseError):
+        return _database_problem(exc)
+    return None
+
+
+# SQLSTATE classes of a server that cannot be used at all: connection exceptions, refused
+# logins, an unknown database, a server shutting down or starting up. A client-side failure
+# to connect (refused, timed out, a pool that could not connect) has no SQLSTATE.
+_UNREACHABLE = ("08", "28", "3D", "57P")
+
+
+def _database_problem(exc: DatabaseError) -> str | None:
+    driver = _driver_error(exc)
+    reason = str(exc).splitlines()[0].rpartition("failed: ")[2] if str(exc) else "no reason given"
+    if isinstance(driver, psycopg.errors.UndefinedTable):
+        return (
+            f"the database at {_address()} has no aiotaskq tables ({reason}); "
+            'run "python manage.py migrate"'
+        )
+    if isinstance(driver, psycopg.OperationalError) and (
+        driver.sqlstate is None or driver.sqlstate.startswith(_UNREACHABLE)
+    ):
+        from .conf import get_settings
+
+        alias = get_settings().DATABASE
+        return (
+            f"cannot connect to the database at {_address()}: {reason}; check that PostgreSQL is "
+            "running and accepts connections there, and the HOST, PORT, NAME, USER and "
+            f"PASSWORD of DATABASES[{alias!r}]"
+        )
+    return None
+
+
+def _driver_error(exc: BaseException) -> psycopg.Error | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, psycopg.Error):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _address() -> str:
+    """Where the task table's database is, as libpq will look for it (the ``PG*`` variables
+    fill in what the settings leave out)."""
+    from .db.connect import conninfo
+
+    params = psycopg.conninfo.conninfo_to_dict(conninfo())
+    host = str(params.get("host") or os.environ.get("PGHOST") or "the local socket")
+    port = str(params.get("port") or os.environ.get("PGPORT") or "5432")
+    name = params.get("dbname") or os.environ.get("PGDATABASE") or "(default)"
+    return f"{host}:{port} (database {name})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``aiotaskq`` console script."""
     parser = OneLineErrors(
@@ -431,21 +573,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_commands(parser)
     options = parser.parse_args(argv)
-    if options.settings:
-        os.environ["DJANGO_SETTINGS_MODULE"] = options.settings
-    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
-        parser.error("no Django settings: pass --settings or set DJANGO_SETTINGS_MODULE")
-    # Like manage.py: the project in the current directory is importable.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     configure_logging(options.log_level)
-    import django
-
-    django.setup()
     try:
+        setup_django(options.settings)
         return execute(options)
-    except Mistake as exc:
-        print(error_line(options.command, str(exc)), file=sys.stderr)
+    except Exception as exc:
+        message = explain(exc)
+        if message is None or options.traceback:
+            raise
+        print(error_line(options.command, message), file=sys.stderr)
         return 2
 
 

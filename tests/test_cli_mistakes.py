@@ -1,5 +1,6 @@
-"""Every mistake in the options is one line on stderr and exit status 2, for ``aiotaskq ...``
-and ``python -m django aiotaskq ...`` alike. ``--version`` and the help texts."""
+"""Every mistake on the command line is one line on stderr and exit status 2, for
+``aiotaskq ...`` and ``python -m django aiotaskq ...`` alike; a bug keeps its traceback.
+``--version`` and the help texts."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, _admin_conninfo
 
 CLI = (sys.executable, "-m", "aiotaskq.cli")
 MANAGE = (sys.executable, "-m", "django", "aiotaskq")
@@ -44,12 +46,128 @@ def _one_line(out: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+def _mistake(name: str) -> dict[str, str]:
+    return {"AIOTASKQ_TEST_MISTAKE": name}
+
+
+# --- the settings module --------------------------------------------------------------------
+
+
+def test_a_settings_module_that_is_not_there() -> None:
+    line = _one_line(_run(CLI, "status", "--settings", "nosuch.settings"))
+    assert line.startswith("aiotaskq status: error: cannot import the settings module")
+    assert "'nosuch.settings'" in line
+    assert "No module named 'nosuch'" in line
+    assert f"the current directory {ROOT}" in line
+    assert "--settings" in line
+    assert "PYTHONPATH" in line
+
+
+def test_a_wrong_django_settings_module() -> None:
+    out = _run(CLI, "retry", "--failed", env={"DJANGO_SETTINGS_MODULE": "tests.nosuch"})
+    line = _one_line(out)
+    assert "'tests.nosuch' (from DJANGO_SETTINGS_MODULE)" in line
+    assert "No module named 'tests.nosuch'" in line
+
+
+def test_no_settings_at_all() -> None:
+    line = _one_line(_run(CLI, "status", unset="DJANGO_SETTINGS_MODULE"))
+    assert "no Django settings" in line
+    assert "--settings" in line
+    assert "DJANGO_SETTINGS_MODULE" in line
+
+
+def test_a_settings_module_that_raises() -> None:
+    args = ("status", "--settings", "tests.settings_mistakes")
+    line = _one_line(_run(CLI, *args, env=_mistake("raises")))
+    assert "'tests.settings_mistakes' raised RuntimeError: the settings refuse to load" in line
+    assert "--traceback" in line
+    # --traceback shows where it was raised.
+    out = _run(CLI, *args, "--traceback", env=_mistake("raises"))
+    assert out.returncode == 1
+    assert "Traceback" in out.stderr
+    assert 'settings_mistakes.py", line' in out.stderr
+
+
+def test_a_settings_file_name_instead_of_a_module() -> None:
+    line = _one_line(_run(CLI, "status", "--settings", "tests/settings.py"))
+    assert "'tests/settings.py' (from --settings) is a file name" in line
+    assert "mysite.settings" in line
+
+
+def test_django_improperly_configured_at_setup() -> None:
+    out = _run(
+        CLI, "status", "--settings", "tests.settings_mistakes", env=_mistake("duplicate-app")
+    )
+    line = _one_line(out)
+    assert "the Django settings tests.settings_mistakes are not usable" in line
+    assert "Application labels aren't unique, duplicates: aiotaskq" in line
+
+
+@BOTH
+@pytest.mark.parametrize(
+    ("mistake", "named"),
+    [
+        ("unknown-key", 'Unknown key AIOTASKQ["DIRTY_AFTERR"]. Did you mean "DIRTY_AFTER"?'),
+        ("bad-value", 'AIOTASKQ["POLL_INTERVAL"] must be a positive number, got -1'),
+    ],
+)
+def test_a_bad_aiotaskq_setting(entry: tuple[str, ...], mistake: str, named: str) -> None:
+    out = _run(entry, "status", "--settings", "tests.settings_mistakes", env=_mistake(mistake))
+    line = _one_line(out)
+    assert line.startswith(
+        "aiotaskq status: error: bad configuration in the settings tests.settings_mistakes: "
+    )
+    assert named in line
+
+
+# --- the database ---------------------------------------------------------------------------
+
+
 @pytest.fixture
 def dead_port() -> Iterator[int]:
     """A port where nothing listens: bound, never listening, so connections are refused."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+@BOTH
+@pytest.mark.parametrize(
+    "command", [("status",), ("retry", "--failed"), ("delete", "--dirty")], ids=lambda c: c[0]
+)
+def test_the_database_unreachable(
+    entry: tuple[str, ...], command: tuple[str, ...], dead_port: int
+) -> None:
+    out = _run(entry, *command, "--settings", "tests.settings", env={"PGPORT": str(dead_port)})
+    line = _one_line(out)
+    assert line.startswith(f"aiotaskq {command[0]}: error: cannot connect to the database at")
+    assert f"127.0.0.1:{dead_port}" in line
+    assert "Connection refused" in line
+    assert "HOST, PORT" in line
+
+
+def test_manage_py_traceback_shows_the_database_error(dead_port: int) -> None:
+    out = _run(MANAGE, "status", "--traceback", env={"PGPORT": str(dead_port)})
+    assert out.returncode == 1
+    assert "Traceback" in out.stderr
+    assert "aiotaskq.errors.DatabaseError: Reading the queue status failed" in out.stderr
+
+
+def test_a_database_without_the_tables() -> None:
+    name = f"aiotaskq_cli_empty_{os.getpid()}"
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            out = _run(
+                CLI, "status", "--settings", "tests.settings", env={"AIOTASKQ_TEST_DATABASE": name}
+            )
+        finally:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    line = _one_line(out)
+    assert f"(database {name}) has no aiotaskq tables" in line
+    assert 'run "python manage.py migrate"' in line
 
 
 # --- options --------------------------------------------------------------------------------
@@ -110,6 +228,17 @@ def test_a_bad_option(entry: tuple[str, ...], args: tuple[str, ...], named: str)
 def test_retry_without_a_selection(entry: tuple[str, ...]) -> None:
     line = _one_line(_run(entry, "retry", "--settings", "tests.settings"))
     assert line == "aiotaskq retry: error: name task ids, or pass --failed and/or --dirty"
+
+
+# --- a bug is not a mistake -----------------------------------------------------------------
+
+
+def test_a_bug_keeps_its_traceback() -> None:
+    args = ("run", "--burst", "--settings", "tests.settings_mistakes")
+    out = _run(CLI, *args, env=_mistake("buggy-tasks"))
+    assert out.returncode == 1
+    assert "Traceback" in out.stderr
+    assert "ZeroDivisionError: a bug in a tasks module" in out.stderr
 
 
 # --- --version and help ---------------------------------------------------------------------

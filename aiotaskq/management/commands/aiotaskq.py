@@ -55,10 +55,13 @@ class Command(BaseCommand):
         cli.configure_logging(options["log_level"])
         try:
             status = cli.execute(argparse.Namespace(**options))
-        except cli.Mistake as exc:
+        except Exception as exc:
+            message = cli.explain(exc)
+            if message is None or options["traceback"]:
+                raise
             if not getattr(self, "_called_from_command_line", False):
-                raise CommandError(str(exc), returncode=2) from exc
-            print(cli.error_line(options["command"], str(exc)), file=sys.stderr)
+                raise CommandError(message, returncode=2) from exc
+            print(cli.error_line(options["command"], message), file=sys.stderr)
             raise SystemExit(2) from None
         if status:
             raise SystemExit(status)
