@@ -1,6 +1,9 @@
-"""``aiotaskq run``, ``status``, ``retry`` and ``delete``; ``python manage.py aiotaskq`` uses the
-same parser.
+"""The ``aiotaskq`` command: ``run`` a worker, and ``status``, ``retry`` and ``delete`` for a
+look at the queues. ``python manage.py aiotaskq`` uses the same parser and the same error
+boundary (:func:`explain`).
 
+A mistake on the command line or in the configuration is one line on stderr and exit status 2;
+``--traceback`` shows the full traceback instead. Anything else (a bug) keeps its traceback.
 The CLI is the only part of aiotaskq that reads environment variables or configures logging.
 """
 
@@ -8,48 +11,172 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
+import math
 import os
 import sys
 import uuid
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-__all__ = ["add_commands", "execute", "main"]
+import psycopg
+
+from .errors import DatabaseError, InvalidQueueName
+from .tasks.enqueue import validate_queue
+
+__all__ = ["Mistake", "OneLineErrors", "add_commands", "error_line", "execute", "explain", "main"]
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
+DESCRIPTION = """\
+Run aiotaskq workers and look after their tasks.
 
-def add_commands(parser: argparse.ArgumentParser, *, settings_option: bool = True) -> None:
+Every command needs the Django settings: pass --settings or set DJANGO_SETTINGS_MODULE.
+"python manage.py aiotaskq" takes the same commands and options."""
+
+EXAMPLES = """\
+examples:
+  {prog} run --settings mysite.settings --concurrency 200 --queues default,webhooks
+  {prog} status --json
+  {prog} retry --failed --queue webhooks
+
+"{prog} COMMAND --help" shows the options of a command."""
+
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    # name: (the line in the list of commands, the description, the examples)
+    "run": (
+        "run a worker until SIGTERM or Ctrl-C",
+        "Run a worker: it claims the due tasks of its queues and runs up to --concurrency of\n"
+        "them at once, until SIGTERM or Ctrl-C. On a stop, tasks still running get --grace\n"
+        "seconds to finish; the rest are put back in their queue.",
+        "  {prog} run --settings mysite.settings --concurrency 200 --queues default,webhooks\n"
+        "  {prog} run --burst    # run what is due now, then exit",
+    ),
+    "status": (
+        "count the tasks of each queue",
+        "Count the tasks of each queue: pending (due now), future (due later), active,\n"
+        "dirty (their worker's heartbeat stopped), failed and succeeded (kept results), with\n"
+        "the age of the oldest pending task.",
+        "  {prog} status --settings mysite.settings\n  {prog} status --json",
+    ),
+    "retry": (
+        "queue Failed or Dirty tasks again, due now",
+        "Queue Failed or Dirty tasks again, due now. Name the tasks by id, or select them\n"
+        "with --failed and/or --dirty (and --queue). Active and pending tasks are left alone.",
+        "  {prog} retry --failed --queue webhooks\n"
+        "  {prog} retry 0b6c3a52-8d8e-4d3f-9f55-2f4b1c7a9e10",
+    ),
+    "delete": (
+        "delete Failed or Dirty tasks",
+        "Delete Failed or Dirty tasks. Name the tasks by id, or select them with --failed\n"
+        "and/or --dirty (and --queue). Active and pending tasks are left alone.",
+        "  {prog} delete --dirty --queue webhooks\n"
+        "  {prog} delete 0b6c3a52-8d8e-4d3f-9f55-2f4b1c7a9e10",
+    ),
+}
+
+
+class Mistake(Exception):
+    """A mistake of the user's that the CLI reports in one line (exit status 2)."""
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """An argument parser that reports a usage mistake in one line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        usage_error(self, message)
+
+
+def usage_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    """Print ``PROG: error: MESSAGE`` and a pointer to the help as one line; exit 2."""
+    parser.exit(2, f"{parser.prog}: error: {_one_line(message)} (see {parser.prog} --help)\n")
+
+
+def error_line(command: str | None, message: str) -> str:
+    """The line a known mistake is reported with: ``aiotaskq COMMAND: error: MESSAGE``."""
+    prog = f"aiotaskq {command}" if command else "aiotaskq"
+    return f"{prog}: error: {_one_line(message)}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def version() -> str:
+    """The installed version of the ``django-aiotaskq`` distribution."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as distribution_version
+
+    try:
+        return distribution_version("django-aiotaskq")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from . import __version__
+
+        return __version__
+
+
+def add_commands(
+    parser: argparse.ArgumentParser,
+    *,
+    settings_option: bool = True,
+    parser_class: type[argparse.ArgumentParser] = OneLineErrors,
+) -> None:
     """Add the ``run``, ``status``, ``retry`` and ``delete`` sub-commands to ``parser``.
-    ``manage.py`` has its own ``--settings``, so it passes ``settings_option=False``."""
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,status,retry,delete}")
-    run = sub.add_parser("run", help="run a worker until SIGTERM/SIGINT")
+    ``manage.py`` has its own ``--settings``, so it passes ``settings_option=False``, and its
+    own parser class (Django's, with one-line errors)."""
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="{run,status,retry,delete}",
+        title="commands",
+        parser_class=parser_class,
+    )
+
+    def add(name: str) -> argparse.ArgumentParser:
+        line, description, examples = _COMMANDS[name]
+        return sub.add_parser(
+            name,
+            help=line,
+            description=description,
+            epilog="examples:\n" + examples.format(prog=parser.prog),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    run = add("run")
     run.add_argument(
         "--concurrency",
         type=_positive,
+        metavar="N",
         default=100,
         help="tasks run at once (coroutines and threads together; default 100)",
     )
     run.add_argument(
-        "--threads", type=_positive, default=8, help="threads for plain-function tasks (default 8)"
+        "--threads",
+        type=_positive,
+        default=8,
+        metavar="N",
+        help="threads for plain-function tasks (default 8)",
     )
     run.add_argument(
         "--queues",
         type=_queues,
         default=None,
-        help='comma-separated queues (default AIOTASKQ["DEFAULT_QUEUE"])',
+        metavar="QUEUE,...",
+        help='the queues to take tasks from, comma-separated (default AIOTASKQ["DEFAULT_QUEUE"])',
     )
     run.add_argument(
         "--grace",
-        type=float,
+        type=_seconds,
         default=30.0,
-        help="seconds in-flight tasks get to finish on SIGTERM (default 30)",
+        metavar="SECONDS",
+        help="how long tasks still running get to finish on SIGTERM (default 30)",
     )
     run.add_argument(
         "--db-threads",
         type=_positive,
+        metavar="N",
         default=4,
         help="threads (and Django connections) for the ORM calls of async tasks (default 4)",
     )
@@ -61,34 +188,39 @@ def add_commands(parser: argparse.ArgumentParser, *, settings_option: bool = Tru
         help="the event loop: uvloop when installed (auto), or the named one",
     )
     _add_common(run, settings_option)
-    status = sub.add_parser(
-        "status",
-        help="counts of pending, future, active, dirty, failed and succeeded tasks per queue",
-    )
+    status = add("status")
     status.add_argument("--json", action="store_true", help="print JSON")
     _add_common(status, settings_option)
-    for verb, text in (
-        ("retry", "queue Failed or Dirty tasks again, due now"),
-        ("delete", "delete Failed or Dirty tasks"),
-    ):
-        cmd = sub.add_parser(verb, help=text)
+    for verb in ("retry", "delete"):
+        cmd = add(verb)
         cmd.add_argument("ids", nargs="*", type=uuid.UUID, metavar="ID", help="task ids")
         cmd.add_argument("--failed", action="store_true", help="every Failed task")
         cmd.add_argument("--dirty", action="store_true", help="every Dirty task")
-        cmd.add_argument("--queue", help="only tasks of this queue")
+        cmd.add_argument("--queue", type=_queue, help="only tasks of this queue")
         _add_common(cmd, settings_option)
 
 
 def _add_common(parser: argparse.ArgumentParser, settings_option: bool) -> None:
     if settings_option:
         parser.add_argument(
-            "--settings", help="the Django settings module (default: $DJANGO_SETTINGS_MODULE)"
+            "--settings",
+            metavar="MODULE",
+            help="the Django settings module, for example mysite.settings "
+            "(default: $DJANGO_SETTINGS_MODULE)",
+        )
+        parser.add_argument(
+            "--traceback",
+            action="store_true",
+            help="on a configuration or database error, show the full traceback, not one line",
         )
     else:
         # manage.py reads these itself before the command runs; accept them after the
         # sub-command too, without overriding what it parsed.
         for option in ("--settings", "--pythonpath"):
             parser.add_argument(option, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        parser.add_argument(
+            "--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -98,14 +230,41 @@ def _add_common(parser: argparse.ArgumentParser, settings_option: bool) -> None:
 
 
 def _positive(value: str) -> int:
-    number = int(value)
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
     if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}")
     return number
 
 
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, got {value!r}")
+    return seconds
+
+
+def _queue(value: str) -> str:
+    try:
+        return validate_queue(value)
+    except InvalidQueueName as exc:
+        raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from None
+
+
 def _queues(value: str) -> list[str]:
-    return [q.strip() for q in value.split(",") if q.strip()]
+    """``--queues a,b``: the queue names, in order. Each entry is parsed on its own, so that
+    an entry can grow options of its own."""
+    entries = [entry.strip() for entry in value.split(",")]
+    if "" in entries:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} has an empty entry; name the queues separated by single commas"
+        )
+    return [_queue(entry) for entry in entries]
 
 
 def _asyncio_run(coro: Coroutine[Any, Any, Any], loop: str = "auto") -> Any:
@@ -136,7 +295,14 @@ def configure_logging(level: str) -> None:
 
 
 def execute(options: argparse.Namespace) -> int:
-    """Run the parsed sub-command; Django must be set up. Returns the exit status."""
+    """Run the parsed sub-command; Django must be set up. Returns the exit status.
+
+    Raises:
+        Mistake, ConfigurationError, DatabaseError: see :func:`explain`.
+    """
+    from .conf import get_settings
+
+    get_settings()  # a bad AIOTASKQ key or value shows before the command does anything
     if options.command == "run":
         return _run(options)
     if options.command in ("retry", "delete"):
@@ -149,11 +315,7 @@ def _by_hand(options: argparse.Namespace) -> int:
     from .db import control
 
     if not options.ids and not (options.failed or options.dirty):
-        print(
-            f"aiotaskq {options.command}: name task ids, or pass --failed and/or --dirty",
-            file=sys.stderr,
-        )
-        return 2
+        raise Mistake("name task ids, or pass --failed and/or --dirty")
     either = not (options.failed or options.dirty)
     selection = control.Selection(
         ids=options.ids or None,
@@ -274,23 +436,158 @@ def _status(options: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The ``aiotaskq`` console script."""
-    parser = argparse.ArgumentParser(prog="aiotaskq", description=__doc__.splitlines()[0])
-    add_commands(parser)
-    options = parser.parse_args(argv)
-    if options.settings:
-        os.environ["DJANGO_SETTINGS_MODULE"] = options.settings
-    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
-        parser.error("no Django settings: pass --settings or set DJANGO_SETTINGS_MODULE")
-    # Like manage.py: the project in the current directory is importable.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    configure_logging(options.log_level)
+def setup_django(settings_module: str | None) -> None:
+    """Import the settings module (``--settings``, else ``DJANGO_SETTINGS_MODULE``) and set
+    Django up, as ``manage.py`` does: the project in the current directory is importable.
+
+    Raises:
+        Mistake: no settings module is named, or it cannot be imported.
+    """
+    origin = "--settings"
+    if settings_module:
+        os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
+    else:
+        settings_module = os.environ.get("DJANGO_SETTINGS_MODULE")
+        origin = "DJANGO_SETTINGS_MODULE"
+    if not settings_module:
+        raise Mistake(
+            "no Django settings: pass --settings mysite.settings or set DJANGO_SETTINGS_MODULE"
+        )
+    if settings_module.endswith(".py") or os.sep in settings_module:
+        raise Mistake(
+            f"the settings module {settings_module!r} (from {origin}) is a file name; "
+            "give its dotted module path, for example mysite.settings"
+        )
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    # Imported here, not first by django.setup(), to tell a module that is not there from
+    # one that raised: Django then finds it in sys.modules.
+    try:
+        importlib.import_module(settings_module)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if settings_module == missing or settings_module.startswith(f"{missing}."):
+            path = os.environ.get("PYTHONPATH")
+            looked = f"the current directory {cwd}" + (f" and PYTHONPATH={path}" if path else "")
+            raise Mistake(
+                f"cannot import the settings module {settings_module!r} (from {origin}): "
+                f"{exc}; looked in {looked}; pass --settings with the module's dotted path, "
+                "run from the project's directory, or add that directory to PYTHONPATH"
+            ) from exc
+        raise _settings_raised(settings_module, exc) from exc
+    except Exception as exc:
+        raise _settings_raised(settings_module, exc) from exc
     import django
 
     django.setup()
-    return execute(options)
+
+
+def _settings_raised(module: str, exc: Exception) -> Mistake:
+    return Mistake(
+        f"the settings module {module!r} raised {type(exc).__name__}: {exc} "
+        "(--traceback shows where)"
+    )
+
+
+def explain(exc: BaseException) -> str | None:
+    """The one-line message for a known mistake (a settings module that cannot be imported,
+    bad settings, a database that cannot be reached or is not migrated), else ``None``:
+    anything else is a bug and keeps its traceback."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .errors import ConfigurationError
+
+    if isinstance(exc, Mistake):
+        return str(exc)
+    module = os.environ.get("DJANGO_SETTINGS_MODULE")
+    where = f" {module}" if module else ""
+    if isinstance(exc, ConfigurationError):
+        return f"bad configuration in the settings{where}: {exc}"
+    if isinstance(exc, ImproperlyConfigured):
+        return f"the Django settings{where} are not usable: {exc}"
+    if isinstance(exc, DatabaseError):
+        return _database_problem(exc)
+    return None
+
+
+# SQLSTATE classes of a server that cannot be used at all: connection exceptions, refused
+# logins, an unknown database, a server shutting down or starting up. A client-side failure
+# to connect (refused, timed out, a pool that could not connect) has no SQLSTATE.
+_UNREACHABLE = ("08", "28", "3D", "57P")
+
+
+def _database_problem(exc: DatabaseError) -> str | None:
+    driver = _driver_error(exc)
+    reason = str(exc).splitlines()[0].rpartition("failed: ")[2] if str(exc) else "no reason given"
+    if isinstance(driver, psycopg.errors.UndefinedTable):
+        return (
+            f"the database at {_address()} has no aiotaskq tables ({reason}); "
+            'run "python manage.py migrate"'
+        )
+    if isinstance(driver, psycopg.OperationalError) and (
+        driver.sqlstate is None or driver.sqlstate.startswith(_UNREACHABLE)
+    ):
+        from .conf import get_settings
+
+        alias = get_settings().DATABASE
+        return (
+            f"cannot connect to the database at {_address()}: {reason}; check that PostgreSQL is "
+            "running and accepts connections there, and the HOST, PORT, NAME, USER and "
+            f"PASSWORD of DATABASES[{alias!r}]"
+        )
+    return None
+
+
+def _driver_error(exc: BaseException) -> psycopg.Error | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, psycopg.Error):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _address() -> str:
+    """Where the task table's database is, as libpq will look for it (the ``PG*`` variables
+    fill in what the settings leave out)."""
+    from .db.connect import conninfo
+
+    params = psycopg.conninfo.conninfo_to_dict(conninfo())
+    host = str(params.get("host") or os.environ.get("PGHOST") or "the local socket")
+    port = str(params.get("port") or os.environ.get("PGPORT") or "5432")
+    name = params.get("dbname") or os.environ.get("PGDATABASE") or "(default)"
+    return f"{host}:{port} (database {name})"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``aiotaskq`` console script."""
+    parser = OneLineErrors(
+        prog="aiotaskq",
+        description=DESCRIPTION,
+        epilog=EXAMPLES.format(prog="aiotaskq"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"aiotaskq {version()}",
+        help="print the version and exit",
+    )
+    add_commands(parser)
+    options = parser.parse_args(argv)
+    configure_logging(options.log_level)
+    try:
+        setup_django(options.settings)
+        return execute(options)
+    except Exception as exc:
+        message = explain(exc)
+        if message is None or options.traceback:
+            raise
+        print(error_line(options.command, message), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
