@@ -290,13 +290,14 @@ class Worker:
         """The database answers again: claim at once, and say so once the outcomes kept
         during the outage are written."""
         wake.set()
-        held, before = reporter.backlog, reporter.written
+        held = reporter.backlog
         await first_of(reporter.wait_idle(), timeout=10)
         logger.warning(
-            "database.back after %.1f s; %d outcomes written%s",
+            "database.back after %.1f s; %s",
             outage,
-            reporter.written - before,
-            "" if reporter.backlog == 0 else f", {reporter.backlog} still to write",
+            f"{held} outcomes kept during the outage written"
+            if reporter.backlog == 0
+            else f"{reporter.backlog} outcomes still to write",
             extra={"worker_id": self.id, "outage_s": outage, "outcomes_held": held},
         )
 

@@ -274,3 +274,11 @@ async def stubborn(label: str) -> None:
     while time.monotonic() < deadline:
         with contextlib.suppress(BaseException):
             await asyncio.sleep(0.05)
+
+
+@task(on_dirty="retry", max_retries=3)
+async def nap_then_ledger(label: str, seconds: float) -> None:
+    """Needs no database: records its start and its end in the file ledger only."""
+    _ledger(label, "start")
+    await asyncio.sleep(seconds)
+    _ledger(label)
