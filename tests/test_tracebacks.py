@@ -168,8 +168,9 @@ class _Recorded(logging.Handler):
         self.exceptions: list[BaseException] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        args = record.args if isinstance(record.args, tuple) else ()
-        self.exceptions += [a for a in args if isinstance(a, BaseException)]
+        exc = getattr(record, "exception", None)
+        if isinstance(exc, BaseException):
+            self.exceptions.append(exc)
 
 
 @pytest.fixture

@@ -298,7 +298,8 @@ class Executor:
             type(exc).__name__,
             safe_str(exc),
             words,
-            extra=self._extra(job),
+            # The exception object itself, for handlers that report errors elsewhere.
+            extra={**self._extra(job), "exception": exc},
         )
 
     def revoke(self, task_id: uuid.UUID) -> None:
