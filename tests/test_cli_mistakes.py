@@ -297,3 +297,27 @@ def test_run_with_a_bad_queue_names_it_before_touching_the_database(dead_port: i
     line = _one_line(out)
     assert "'b@d'" in line
     assert "'ok'" not in line
+
+
+def test_run_against_a_database_that_does_not_exist_is_one_line() -> None:
+    # Waiting would not mend it: the worker refuses at once (a database that does not answer
+    # is waited for instead: tests/faults/test_outage.py).
+    out = _run(
+        CLI,
+        "run",
+        "--settings",
+        "tests.settings",
+        env={"AIOTASKQ_TEST_DATABASE": "aiotaskq_no_such_database"},
+    )
+    line = _one_line(out)
+    assert line.startswith("aiotaskq run: error: cannot connect to the database at")
+    assert 'database "aiotaskq_no_such_database" does not exist' in line
+
+
+def test_run_burst_with_the_database_down_is_one_line(dead_port: int) -> None:
+    out = _run(
+        CLI, "run", "--burst", "--settings", "tests.settings", env={"PGPORT": str(dead_port)}
+    )
+    line = _one_line(out)
+    assert line.startswith("aiotaskq run: error: cannot connect to the database at")
+    assert f"127.0.0.1:{dead_port}" in line

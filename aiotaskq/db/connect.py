@@ -174,11 +174,14 @@ class WorkerDatabase:
         self._conninfo = conninfo()
         told = False
         while True:
-            failure = await self._try_connect()
-            if failure is None:
+            error = await self._try_connect()
+            if error is None:
                 break
+            failure = _describe(error)
             if not wait or _misconfigured(failure):
-                raise DatabaseError(f"Connecting the worker to the database failed: {failure}")
+                raise DatabaseError(
+                    f"Connecting the worker to the database failed: {failure}"
+                ) from error
             if not told:
                 told = True
                 logger.warning(
@@ -261,8 +264,8 @@ class WorkerDatabase:
         gets a live one."""
         if not self.available.is_set() or self._closing or self._pool is None:
             return
-        failure = await self._try_connect()
-        if failure is None:
+        error = await self._try_connect()
+        if error is None:
             if self._pool is not None:
                 await replace_dead_connections(self._pool)
             return
@@ -273,7 +276,7 @@ class WorkerDatabase:
         logger.warning(
             "database.unreachable: %s; outcomes are kept, tasks that do not need the "
             "database go on, and the database is tried every %.1f s",
-            failure,
+            _describe(error),
             PROBE_INTERVAL,
         )
         old, self._pool = self._pool, None
@@ -303,14 +306,14 @@ class WorkerDatabase:
         else:
             logger.warning("database.back after %.1f s", outage)
 
-    async def _try_connect(self) -> str | None:
-        """None if a fresh connection can be had now, else why not."""
+    async def _try_connect(self) -> psycopg.Error | OSError | None:
+        """None if a fresh connection can be had now, else the error that says why not."""
         try:
             conn = await psycopg.AsyncConnection.connect(
                 self._conninfo, connect_timeout=int(CONNECT_TIMEOUT), autocommit=True
             )
         except (psycopg.Error, OSError) as exc:
-            return " ".join(str(exc).split()) or type(exc).__name__
+            return exc
         await conn.close()
         return None
 
@@ -322,6 +325,10 @@ async def replace_dead_connections(pool: AsyncConnectionPool[psycopg.AsyncConnec
         await pool.check()
     except (psycopg.Error, OSError) as exc:
         logger.debug("pool check failed: %s", exc)
+
+
+def _describe(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _misconfigured(failure: str) -> bool:
