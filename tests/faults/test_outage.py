@@ -69,6 +69,7 @@ def test_after_a_long_outage_the_worker_claims_at_once_and_says_so(
         what="the task enqueued during the outage to run soon after the database is back",
     )
     wait_for(lambda: _count(db) == 0, timeout=5, what="both outcomes to be written")
+    wait_for(lambda: "database.back after" in proc.log(), timeout=5)
     log = proc.log()
     assert log.count("database.unreachable") == 1, log
     back = [line for line in log.splitlines() if "database.back after" in line]
