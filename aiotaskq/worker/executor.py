@@ -97,6 +97,13 @@ class Executor:
         reporter.on_written = self._slot_freed.set  # written outcomes free slots too
         self._empty = asyncio.Event()
         self._empty.set()
+        # Set by a worker that recycles its process (worker/recycle.py): how many more tasks
+        # it may start and what to call once it has started them all; how long a plain
+        # function may run past its time limit, and what to call when one has.
+        self.start_budget: int | None = None
+        self.on_budget_spent: Callable[[], None] | None = None
+        self.hard_limit_margin: float | None = None
+        self.on_overrun: Callable[[Job], None] | None = None
 
     @property
     def free(self) -> int:
@@ -104,11 +111,14 @@ class Executor:
         # so a worker whose acks fall behind (the database is slow) stops claiming more than
         # it can report, instead of piling up running rows and outcomes in memory.
         unwritten = self._reporter.backlog - self.capacity
-        return self.capacity - len(self.jobs) - (unwritten if unwritten > 0 else 0)
+        free = self.capacity - len(self.jobs) - (unwritten if unwritten > 0 else 0)
+        return free if self.start_budget is None else min(free, self.start_budget)
 
     async def wait_for_slots(self, at_least: int) -> None:
         """Return once ``at_least`` slots are free (or all are)."""
         need = min(at_least, self.capacity)
+        if self.start_budget is not None:
+            need = max(1, min(need, self.start_budget))
         while self.free < need:
             self._slot_freed.clear()
             await self._slot_freed.wait()
@@ -139,6 +149,10 @@ class Executor:
             self.jobs[job.id] = job
             self._empty.clear()
             job.handle = loop.create_task(self._run(job, row.args or "[]", row.kwargs or "{}"))
+            if self.start_budget is not None:
+                self.start_budget -= 1
+        if self.start_budget is not None and self.start_budget <= 0 and self.on_budget_spent:
+            self.on_budget_spent()
 
     def _attempt(self, job: Job) -> outcome.Attempt:
         return outcome.Attempt(job.lease, job.name, job.queue, job.retries, self._worker_id)
@@ -250,6 +264,34 @@ class Executor:
             limit,
             extra=self._extra(job),
         )
+        if self.hard_limit_margin is not None:
+            # Cancelled by _finished if the function returns within the margin.
+            job.watchdog = asyncio.get_running_loop().call_later(
+                self.hard_limit_margin, self._past_hard_limit, job, limit
+            )
+
+    def _past_hard_limit(self, job: Job, limit: float) -> None:
+        """End the attempt of a plain function still running past its hard limit; the
+        process is then replaced (``on_overrun``), its thread left running."""
+        if job.ended or self.jobs.get(job.id) is not job:
+            return
+        margin = self.hard_limit_margin or 0.0
+        logger.error(
+            "task.hard_time_limit: %s [%s] still runs %g s past its time limit of %g s; its "
+            "attempt is ended and its worker process will be replaced",
+            job.name,
+            job.id,
+            margin,
+            limit,
+            extra=self._extra(job),
+        )
+        exc = TimeLimitExceeded(
+            f"the plain function ran past its time limit of {limit:g} s (and {margin:g} s "
+            "more); it cannot be interrupted, so its worker process was replaced"
+        )
+        self._end_without_it(job, exc)
+        if self.on_overrun is not None:
+            self.on_overrun(job)
 
     def _abandon(self, job: Job, limit: float | None) -> None:
         """End the attempt of a coroutine that ignored its cancellation (it caught
@@ -272,6 +314,11 @@ class Executor:
             STUBBORN_MARGIN,
             extra=self._extra(job),
         )
+        self._end_without_it(job, exc)
+
+    def _end_without_it(self, job: Job, exc: BaseException) -> None:
+        """Fail the attempt (retried or failed by the task's policy) and free its slot while
+        its code still runs; whatever it does later is dropped (``job.ended``)."""
         task = None
         with contextlib.suppress(TaskNotRegistered):
             task = get_task(job.name)

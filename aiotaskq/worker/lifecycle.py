@@ -27,6 +27,7 @@ from .fetcher import Fetcher
 from .heartbeat import Heartbeat
 from .listener import Listener
 from .loops import every, supervised
+from .recycle import Recycler, Recycling
 from .reporter import Reporter
 from .rescue import Rescuer
 from .upkeep import Pruner, TableKeeper
@@ -53,6 +54,8 @@ class WorkerConfig:
     grace: float = 30.0
     #: Drain what is due, then return (for tests and one-off runs).
     burst: bool = False
+    #: When the process stops to be replaced (worker/recycle.py); by default never.
+    recycling: Recycling = field(default_factory=Recycling)
     worker_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     )
@@ -117,8 +120,12 @@ class Worker:
         self.listener: Listener | None = None
         self.executor: Executor | None = None
         #: Sync tasks still running in their threads when :meth:`run` returned (their rows
-        #: were given back). A process that owns the worker may exit without waiting.
+        #: were given back, or their attempts failed past a hard time limit). A process
+        #: that owns the worker may exit without waiting.
         self.abandoned_threads = 0
+        #: Why the worker stopped to have its process replaced (``"1000 tasks"``), if it did.
+        self.recycled: str | None = None
+        self._recycler: Recycler | None = None
         #: Names of coroutine tasks that ignored their cancellation at the end of the grace
         #: period (their rows were given back); they still run on the loop. A process that
         #: owns the worker exits without waiting for them.
@@ -145,6 +152,20 @@ class Worker:
             )
             self._stopping.set()
             self._forced.set()
+
+    def _recycle(self, reason: str) -> None:
+        """Stop claiming and drain as on a first :meth:`stop`, to have the process replaced;
+        a later stop request is then the first (the grace period still holds)."""
+        if self._stopping is None or self._stopping.is_set():
+            return
+        self.recycled = reason
+        logger.info(
+            "worker.recycled: %s; no more claims, %d tasks in flight to finish",
+            reason,
+            len(self.executor.jobs) if self.executor is not None else 0,
+            extra={"worker_id": self.id},
+        )
+        self._stopping.set()
 
     def _on_control(self, payload: str) -> None:
         verb, _, argument = payload.partition(":")
@@ -250,6 +271,13 @@ class Worker:
         rescuer = Rescuer(db, self.queues, settings.DIRTY_AFTER, self.id)
         pruner = Pruner(db, self.id)
         keeper = TableKeeper(db, self.id)
+        self._recycler = Recycler(
+            self.config.recycling,
+            executor,
+            recycle=self._recycle,
+            stop=self.stop,
+            worker_id=self.id,
+        )
         loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("reporter", reporter.run),
             ("heartbeat", heartbeat.run),
@@ -284,6 +312,8 @@ class Worker:
                 db=db,
             )
             loops.append(("listener", self.listener.run))
+        if self._recycler.watches:
+            loops.append(("recycler", self._recycler.run))
         return loops
 
     async def _database_back(self, reporter: Reporter, wake: asyncio.Event, outage: float) -> None:
@@ -314,7 +344,9 @@ class Worker:
         # Past the grace: the coroutines still running are cancelled and every unfinished
         # row is handed to the reporter to be released.
         left = await executor.give_back(timeout=STUBBORN_MARGIN)
-        self.abandoned_threads = sum(1 for job in left if job.is_sync)
+        self.abandoned_threads = sum(1 for job in left if job.is_sync) + len(
+            self._recycler.overran if self._recycler is not None else ()
+        )
         self.stubborn = sorted(
             {
                 job.name
