@@ -52,7 +52,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "them at once, until SIGTERM or Ctrl-C. On a stop, tasks still running get --grace\n"
         "seconds to finish; the rest are put back in their queue.",
         "  {prog} run --settings mysite.settings --concurrency 200 --queues default,webhooks\n"
-        "  {prog} run --burst    # run what is due now, then exit",
+        "  {prog} run --burst    # run what is due now, then exit\n"
+        "  {prog} run --processes 4 --max-tasks-per-process 1000",
     ),
     "status": (
         "count the tasks of each queue",
@@ -181,6 +182,7 @@ def add_commands(
         help="threads (and Django connections) for the ORM calls of async tasks (default 4)",
     )
     run.add_argument("--burst", action="store_true", help="run what is due, then exit")
+    _add_process_options(run)
     run.add_argument(
         "--loop",
         choices=["auto", "asyncio", "uvloop"],
@@ -198,6 +200,34 @@ def add_commands(
         cmd.add_argument("--dirty", action="store_true", help="every Dirty task")
         cmd.add_argument("--queue", type=_queue, help="only tasks of this queue")
         _add_common(cmd, settings_option)
+
+
+def _add_process_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--processes",
+        type=_positive,
+        metavar="N",
+        default=None,
+        help="run N worker processes under a supervisor that restarts them (each with the "
+        "other options); plain functions past their time limit then replace their process",
+    )
+    run.add_argument(
+        "--max-tasks-per-process",
+        type=_positive,
+        metavar="N",
+        default=None,
+        help="after N tasks a worker process finishes what it holds and exits, to be "
+        "replaced (alone: exit 0)",
+    )
+    run.add_argument(
+        "--max-memory-per-process",
+        type=_positive,
+        metavar="MB",
+        default=None,
+        help="the same once the process's resident memory reaches MB megabytes",
+    )
+    # A child of --processes: replaced, not restarted, when it recycles itself.
+    run.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
 
 
 def _add_common(parser: argparse.ArgumentParser, settings_option: bool) -> None:
@@ -332,8 +362,11 @@ def _by_hand(options: argparse.Namespace) -> int:
 
 def _run(options: argparse.Namespace) -> int:
     from .worker import Worker, WorkerConfig
+    from .worker.recycle import REPLACE_ME, Recycling
     from .worker.shutdown import ignore_stop_signals, install_signal_handlers
 
+    if options.processes is not None and not options.supervised:
+        return _supervise(options)
     worker = Worker(
         WorkerConfig(
             queues=tuple(options.queues or ()),
@@ -342,6 +375,12 @@ def _run(options: argparse.Namespace) -> int:
             db_threads=options.db_threads,
             grace=options.grace,
             burst=options.burst,
+            recycling=Recycling(
+                max_tasks=options.max_tasks_per_process,
+                max_memory_mb=options.max_memory_per_process,
+                hard_time_limits=options.supervised,
+                supervisor_pid=os.getppid() if options.supervised else None,
+            ),
         )
     )
     print(
@@ -374,10 +413,34 @@ def _run(options: argparse.Namespace) -> int:
             logging.shutdown()
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(0)
+            os._exit(status())
+
+    def status() -> int:
+        # A recycled child asks its supervisor for a replacement; alone, a recycled worker
+        # exits 0 for its process manager to start it again.
+        return REPLACE_ME if worker.recycled and options.supervised else 0
 
     _asyncio_run(main(), options.loop)
-    return 0
+    return status()
+
+
+def _supervise(options: argparse.Namespace) -> int:
+    """``run --processes N``: a supervisor of N children, each this same command line."""
+    from .worker.supervisor import Supervisor, child_command
+
+    command = getattr(options, "respawn", None)
+    if command is None:
+        raise Mistake(
+            "--processes starts its workers from the command line; run it as "
+            '"aiotaskq run" or "python manage.py aiotaskq run", not through call_command()'
+        )
+    supervisor = Supervisor(child_command(command), options.processes, options.grace)
+    return int(asyncio.run(supervisor.run()))
+
+
+def own_command_line() -> list[str]:
+    """This process's command line, to start another like it (``--processes``)."""
+    return [sys.executable, *sys.orig_argv[1:]]
 
 
 def _status(options: argparse.Namespace) -> int:
@@ -578,6 +641,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_commands(parser)
     options = parser.parse_args(argv)
+    options.respawn = (
+        own_command_line() if argv is None else [sys.executable, "-m", "aiotaskq.cli", *argv]
+    )
     configure_logging(options.log_level)
     try:
         setup_django(options.settings)

@@ -52,6 +52,8 @@ class Command(BaseCommand):
         cli.add_commands(parser, settings_option=False, parser_class=_Parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if getattr(self, "_called_from_command_line", False):
+            options.setdefault("respawn", cli.own_command_line())  # for run --processes
         cli.configure_logging(options["log_level"])
         try:
             status = cli.execute(argparse.Namespace(**options))
