@@ -282,3 +282,11 @@ async def nap_then_ledger(label: str, seconds: float) -> None:
     _ledger(label, "start")
     await asyncio.sleep(seconds)
     _ledger(label)
+
+
+@task(time_limit=1, max_retries=0)
+def overrun_sync(label: str, seconds: float) -> None:
+    """A plain function that runs past its time limit of 1 s."""
+    Execution.objects.create(label=f"{label}:start", pid=os.getpid())
+    time.sleep(seconds)
+    Execution.objects.create(label=label, pid=os.getpid())
