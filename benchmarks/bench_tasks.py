@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiotaskq import task
 from benchmarks import probe
@@ -39,3 +40,16 @@ async def stamped(enqueued_at: float, report: bool) -> None:
     # add to the load being measured.
     if report:
         probe.picked_up(enqueued_at)
+
+
+@task
+def spin_sync(ms: float) -> None:
+    """``ms`` milliseconds of pure Python, by this thread's CPU clock: the same work however
+    many threads share the GIL (a wall-clock deadline would let eight threads each take an
+    eighth of the core and still finish "on time")."""
+    probe.task_started()
+    deadline = time.thread_time() + ms / 1000
+    n = 0
+    while time.thread_time() < deadline:
+        n += 1
+    probe.task_finished()

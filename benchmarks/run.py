@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import dbenv, harness, scenarios_load  # noqa: E402
+from benchmarks import dbenv, harness, scenarios_load, scenarios_procs  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PEER_VENV = ROOT / "benchmarks" / ".venv-peers"
@@ -51,6 +51,7 @@ SCENARIOS = (
     "sustained",
     "scaleout",
     "memory",
+    "processes",
 )
 
 
@@ -69,6 +70,7 @@ class Sizes:
     fanout_large: int  # sleeping tasks at --concurrency 500
     scaleout: int  # async no-op tasks drained by 1, then 4 worker processes
     memory: int  # async no-op tasks of the long drain
+    processes: int  # CPU-bound sync tasks drained by 1 process, then by --processes 2
     peer_drain: int
     peer_latency: int
 
@@ -87,6 +89,7 @@ FULL = Sizes(
     fanout_large=10_000,
     scaleout=20_000,
     memory=1_000_000,
+    processes=400,
     peer_drain=2000,
     peer_latency=30,
 )
@@ -104,6 +107,7 @@ QUICK = Sizes(
     fanout_large=10_000,
     scaleout=5000,
     memory=100_000,
+    processes=200,
     peer_drain=300,
     peer_latency=8,
 )
@@ -520,6 +524,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
             aiotaskq_ms, peer_ms = _ms(r["latency_s"][p]), _ms(peer_lat.get(p))
             rows.append(Row(label, "ms", False, aiotaskq_ms, peer_ms, target, note))
     rows += [Row(**row) for row in scenarios_load.rows(results)]
+    rows += [Row(**row) for row in scenarios_procs.rows(results)]
     return rows
 
 
@@ -689,6 +694,10 @@ def main(argv: list[str] | None = None) -> int:
         ("sustained", lambda: scenarios_load.bench_sustained(kit, sizes.sustained_s)),
         ("scaleout", lambda: scenarios_load.bench_scaleout(kit, sizes.scaleout, sizes.rounds)),
         ("memory", lambda: scenarios_load.bench_memory(kit, sizes.memory)),
+        (
+            "processes",
+            lambda: scenarios_procs.bench_processes(kit, sizes.processes, sizes.rounds),
+        ),
     ]
     for name, step in steps:
         if name in only:
