@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import dbenv, harness, scenarios_load  # noqa: E402
+from benchmarks import dbenv, harness, scenarios_horizon, scenarios_load  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PEER_VENV = ROOT / "benchmarks" / ".venv-peers"
@@ -51,7 +52,10 @@ SCENARIOS = (
     "sustained",
     "scaleout",
     "memory",
+    "horizon",
 )
+# Scenarios left out of a run unless --only names them: `horizon` takes 17 minutes in full.
+ON_REQUEST = ("horizon",)
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Sizes:
     fanout_large: int  # sleeping tasks at --concurrency 500
     scaleout: int  # async no-op tasks drained by 1, then 4 worker processes
     memory: int  # async no-op tasks of the long drain
+    horizon_s: float  # seconds of each paced load of the horizon scenario (4 runs)
     peer_drain: int
     peer_latency: int
 
@@ -87,6 +92,7 @@ FULL = Sizes(
     fanout_large=10_000,
     scaleout=20_000,
     memory=1_000_000,
+    horizon_s=240,
     peer_drain=2000,
     peer_latency=30,
 )
@@ -104,6 +110,7 @@ QUICK = Sizes(
     fanout_large=10_000,
     scaleout=5000,
     memory=100_000,
+    horizon_s=30,
     peer_drain=300,
     peer_latency=8,
 )
@@ -520,6 +527,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
             aiotaskq_ms, peer_ms = _ms(r["latency_s"][p]), _ms(peer_lat.get(p))
             rows.append(Row(label, "ms", False, aiotaskq_ms, peer_ms, target, note))
     rows += [Row(**row) for row in scenarios_load.rows(results)]
+    rows += [Row(**row) for row in scenarios_horizon.rows(results)]
     return rows
 
 
@@ -604,8 +612,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default=",".join(SCENARIOS),
-        help=f"comma-separated scenarios of: {', '.join(SCENARIOS)}",
+        default=",".join(s for s in SCENARIOS if s not in ON_REQUEST),
+        help=f"comma-separated scenarios of: {', '.join(SCENARIOS)} "
+        f"(default: all but {', '.join(ON_REQUEST)})",
+    )
+    parser.add_argument(
+        "--horizon-rates",
+        default=",".join(str(r) for r in scenarios_horizon.RATES),
+        help="the horizon scenario's paced rates, tasks/s (default %(default)s)",
+    )
+    parser.add_argument(
+        "--horizon-seconds",
+        type=float,
+        help="seconds of each of the horizon scenario's loads (default 240, quick: 30)",
     )
     parser.add_argument("--no-peer", action="store_true", help="do not run django-taskq")
     parser.add_argument(
@@ -615,7 +634,10 @@ def main(argv: list[str] | None = None) -> int:
         "(benchmarks/compare.py): benchmarks/results/compare.md and compare.png",
     )
     parser.add_argument(
-        "--publish", action="store_true", help="with --compare: copy the table and chart to docs/"
+        "--publish",
+        action="store_true",
+        help="copy to docs/ the comparison's table and chart (with --compare) and the horizon "
+        "chart (docs/horizon.png, when the horizon scenario ran)",
     )
     options = parser.parse_args(argv)
     only = [s.strip() for s in options.only.split(",") if s.strip()]
@@ -623,6 +645,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(unknown)}")
     sizes = QUICK if options.quick else FULL
+    if options.horizon_seconds:
+        sizes = dataclasses.replace(sizes, horizon_s=options.horizon_seconds)
+    horizon_rates = [int(r) for r in options.horizon_rates.split(",") if r.strip()]
     log_dir = RESULTS / "logs"
     shutil.rmtree(log_dir, ignore_errors=True)
 
@@ -689,6 +714,10 @@ def main(argv: list[str] | None = None) -> int:
         ("sustained", lambda: scenarios_load.bench_sustained(kit, sizes.sustained_s)),
         ("scaleout", lambda: scenarios_load.bench_scaleout(kit, sizes.scaleout, sizes.rounds)),
         ("memory", lambda: scenarios_load.bench_memory(kit, sizes.memory)),
+        (
+            "horizon",
+            lambda: scenarios_horizon.bench_horizon(kit, sizes.horizon_s, horizon_rates),
+        ),
     ]
     for name, step in steps:
         if name in only:
@@ -726,6 +755,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     log(f"wrote {options.json} ({meta['seconds']} s)")
+    if "horizon" in results:
+        png, why_not = scenarios_horizon.draw(results, meta, RESULTS)
+        if why_not:
+            print(f"horizon chart not drawn: {why_not}")
+        else:
+            log(f"wrote {png}")
+            if options.publish:
+                shutil.copyfile(png, ROOT / "docs" / "horizon.png")
+                log("published docs/horizon.png")
     if options.compare:
         from benchmarks import compare
 
