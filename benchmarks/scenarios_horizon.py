@@ -476,7 +476,7 @@ def one_run(kit: Kit, rate: int, seconds: float, held: bool) -> dict[str, Any]:
                 t_released = time.time()
                 row = look.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
                 backlog = row[0] if row else None
-                t_empty = _poll_empty(look, proc, timeout=120 + produced["enqueued"] / 5000)
+                t_empty = _poll_empty(look, proc, timeout=300 + produced["enqueued"] / 2000)
                 time.sleep(2.0)  # idle: the last acks and the statistics settle
             if proc.poll() is not None:
                 raise RuntimeError(f"the worker exited ({proc.poll()}):\n{proc.tail()}")
@@ -489,6 +489,7 @@ def one_run(kit: Kit, rate: int, seconds: float, held: bool) -> dict[str, Any]:
             rc = proc.stop()
         pickups = probe.pickups()
     spans = stalls(pickups)
+    drain_s = None if t_empty is None else t_empty - t_released
     samples = sampler.samples
     series = per_second(t0=t0, sends=sends, pickups=pickups, spans=spans, samples=samples)
     during = [s for s in samples if s["at"] <= t_stop]
@@ -518,8 +519,9 @@ def one_run(kit: Kit, rate: int, seconds: float, held: bool) -> dict[str, Any]:
         "autovacuums_during_load": (last.get("autovacuum_count") or 0) - first_av,
         "autoanalyzes_during_load": (last.get("autoanalyze_count") or 0) - first_aa,
         "backlog_at_stop": backlog,
-        "drain_s": t_empty - t_released,
-        "drain_per_s": (backlog or 0) / max(t_empty - t_released, 1e-9),
+        # None: not drained within the timeout (the other runs go on).
+        "drain_s": drain_s,
+        "drain_per_s": None if drain_s is None else (backlog or 0) / max(drain_s, 1e-9),
         "table_after_drain": after_drain,
         "vacuum_after_drain_s": vacuum_s,
         "table_after_vacuum": after_vacuum,
@@ -541,7 +543,9 @@ def _maybe_held(database: str, held: bool) -> Iterator[dict[str, Any]]:
 
 def _poll_empty(
     conn: psycopg.Connection[Any], proc: harness.WorkerProcess, timeout: float
-) -> float:
+) -> float | None:
+    """When the table was first seen empty, or ``None`` after ``timeout`` seconds: a drain
+    that does not end is a figure of the run, not the end of the scenario."""
     deadline = time.monotonic() + timeout
     while True:
         t = time.time()
@@ -551,7 +555,7 @@ def _poll_empty(
         if proc.poll() is not None:
             raise RuntimeError(f"the worker exited ({proc.poll()}):\n{proc.tail()}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{TABLE} not empty after {timeout:.0f} s")
+            return None
         time.sleep(0.1)
 
 
