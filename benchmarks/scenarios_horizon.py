@@ -137,6 +137,7 @@ _LOOK = f"""
 SELECT pg_relation_size(c.oid), pg_indexes_size(c.oid), pg_total_relation_size(c.oid),
        pg_relation_size('aiotaskq_task_due'::regclass),
        s.n_live_tup, s.n_dead_tup, s.autovacuum_count, s.autoanalyze_count,
+       s.vacuum_count, s.analyze_count,
        (SELECT p.phase FROM pg_stat_progress_vacuum p WHERE p.relid = c.oid LIMIT 1),
        (SELECT p.phase FROM pg_stat_progress_analyze p WHERE p.relid = c.oid LIMIT 1),
        (SELECT max(age(a.backend_xmin)) FROM pg_stat_activity a
@@ -160,6 +161,8 @@ _LOOK_KEYS = (
     "n_dead_tup",
     "autovacuum_count",
     "autoanalyze_count",
+    "vacuum_count",
+    "analyze_count",
     "vacuum_phase",
     "analyze_phase",
     "xmin_age",
@@ -427,7 +430,7 @@ def per_second(
         }
         if sample:
             previous = sample
-        entry.update({key: v for key, v in sample.items() if key not in ("at", "done")})
+        entry.update({key: v for key, v in sample.items() if key != "done"})
         out.append(entry)
     return out
 
@@ -506,7 +509,8 @@ def one_run(kit: Kit, rate: int, seconds: float, held: bool) -> dict[str, Any]:
         "completed_per_s": done_at_stop / produced["elapsed_s"],
         "pickup_samples": len(pickups),
         "pickup_s": harness.summarize([t - enq for enq, t in pickups]),
-        "stall": stall_summary(spans, t0),
+        # Stalls of the load itself; the drain's are in the series.
+        "stall": stall_summary([sp for sp in spans if sp[0] < t_stop], t0),
         "depth_max": max((s["depth"] for s in during if s.get("depth") is not None), default=None),
         "at_stop": {
             key: last.get(key)
@@ -518,6 +522,9 @@ def one_run(kit: Kit, rate: int, seconds: float, held: bool) -> dict[str, Any]:
         "total_bytes_max": max((s.get("total_bytes") or 0 for s in during), default=None),
         "autovacuums_during_load": (last.get("autovacuum_count") or 0) - first_av,
         "autoanalyzes_during_load": (last.get("autoanalyze_count") or 0) - first_aa,
+        # Where autovacuum is off, the worker's table keeper vacuums (VACUUM (ANALYZE)).
+        "vacuums_during_load": (last.get("vacuum_count") or 0)
+        - ((samples[0].get("vacuum_count") or 0) if samples else 0),
         "backlog_at_stop": backlog,
         # None: not drained within the timeout (the other runs go on).
         "drain_s": drain_s,
@@ -527,6 +534,7 @@ def one_run(kit: Kit, rate: int, seconds: float, held: bool) -> dict[str, Any]:
         "table_after_vacuum": after_vacuum,
         "explain": explainer.results,
         "per_second": series,
+        "t0": t0,
         "t_stop_s": t_stop - t0,
         "worker_exit": rc,
     }
