@@ -64,7 +64,7 @@ def main(data_path: Path, png: Path) -> None:
     meta = data["meta"]
     fig.suptitle(
         f"One worker at --concurrency {data['concurrency']}, {data['seconds']:.0f} s of paced "
-        f"load, with and without a transaction holding the xmin horizon: {meta['when']}, "
+        f"load, with and without a transaction holding the xmin horizon\n{meta['when']}, "
         f"{meta['cpus']} CPUs, PostgreSQL {meta['postgresql']}, Python {meta['python']}",
         fontsize=9,
     )
