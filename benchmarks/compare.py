@@ -439,14 +439,14 @@ def environment(meta: dict[str, Any], peers: dict[str, dict[str, Any]]) -> dict[
 # The chart --------------------------------------------------------------------------------
 
 
-def draw_chart(data: Path, png: Path) -> str:
-    """Draw ``png`` from ``data`` with ``benchmarks/chart.py`` in the chart's virtualenv;
-    return why not, or ``""``."""
+def draw_chart(data: Path, png: Path, script: str = "chart.py") -> str:
+    """Draw ``png`` from ``data`` with ``benchmarks/chart.py`` (or another ``script`` of
+    ``benchmarks/``) in the chart's virtualenv; return why not, or ``""``."""
     python, reason = ensure_venv(CHART_VENV, CHART_REQUIREMENTS)
     if python is None:
         return reason
     proc = subprocess.run(
-        [str(python), str(BENCH / "chart.py"), str(data), str(png)],
+        [str(python), str(BENCH / script), str(data), str(png)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -34,7 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import dbenv, harness, scenarios_load, scenarios_procs  # noqa: E402
+from benchmarks import (  # noqa: E402
+    dbenv,
+    harness,
+    scenarios_horizon,
+    scenarios_load,
+    scenarios_procs,
+)
 
 RESULTS = ROOT / "benchmarks" / "results"
 PEER_VENV = ROOT / "benchmarks" / ".venv-peers"
@@ -52,7 +59,10 @@ SCENARIOS = (
     "scaleout",
     "memory",
     "processes",
+    "horizon",
 )
+# Scenarios left out of a run unless --only names them: `horizon` takes 17 minutes in full.
+ON_REQUEST = ("horizon",)
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,7 @@ class Sizes:
     scaleout: int  # async no-op tasks drained by 1, then 4 worker processes
     memory: int  # async no-op tasks of the long drain
     processes: int  # CPU-bound sync tasks drained by 1 process, then by --processes 2
+    horizon_s: float  # seconds of each paced load of the horizon scenario (4 runs)
     peer_drain: int
     peer_latency: int
 
@@ -90,6 +101,7 @@ FULL = Sizes(
     scaleout=20_000,
     memory=1_000_000,
     processes=400,
+    horizon_s=240,
     peer_drain=2000,
     peer_latency=30,
 )
@@ -108,6 +120,7 @@ QUICK = Sizes(
     scaleout=5000,
     memory=100_000,
     processes=200,
+    horizon_s=30,
     peer_drain=300,
     peer_latency=8,
 )
@@ -525,6 +538,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
             rows.append(Row(label, "ms", False, aiotaskq_ms, peer_ms, target, note))
     rows += [Row(**row) for row in scenarios_load.rows(results)]
     rows += [Row(**row) for row in scenarios_procs.rows(results)]
+    rows += [Row(**row) for row in scenarios_horizon.rows(results)]
     return rows
 
 
@@ -609,8 +623,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        default=",".join(SCENARIOS),
-        help=f"comma-separated scenarios of: {', '.join(SCENARIOS)}",
+        default=",".join(s for s in SCENARIOS if s not in ON_REQUEST),
+        help=f"comma-separated scenarios of: {', '.join(SCENARIOS)} "
+        f"(default: all but {', '.join(ON_REQUEST)})",
+    )
+    parser.add_argument(
+        "--horizon-rates",
+        default=",".join(str(r) for r in scenarios_horizon.RATES),
+        help="the horizon scenario's paced rates, tasks/s (default %(default)s)",
+    )
+    parser.add_argument(
+        "--horizon-seconds",
+        type=float,
+        help="seconds of each of the horizon scenario's loads (default 240, quick: 30)",
     )
     parser.add_argument("--no-peer", action="store_true", help="do not run django-taskq")
     parser.add_argument(
@@ -620,7 +645,10 @@ def main(argv: list[str] | None = None) -> int:
         "(benchmarks/compare.py): benchmarks/results/compare.md and compare.png",
     )
     parser.add_argument(
-        "--publish", action="store_true", help="with --compare: copy the table and chart to docs/"
+        "--publish",
+        action="store_true",
+        help="copy to docs/ the comparison's table and chart (with --compare) and the horizon "
+        "chart (docs/horizon.png, when the horizon scenario ran)",
     )
     options = parser.parse_args(argv)
     only = [s.strip() for s in options.only.split(",") if s.strip()]
@@ -628,6 +656,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(unknown)}")
     sizes = QUICK if options.quick else FULL
+    if options.horizon_seconds:
+        sizes = dataclasses.replace(sizes, horizon_s=options.horizon_seconds)
+    horizon_rates = [int(r) for r in options.horizon_rates.split(",") if r.strip()]
     log_dir = RESULTS / "logs"
     shutil.rmtree(log_dir, ignore_errors=True)
 
@@ -698,6 +729,10 @@ def main(argv: list[str] | None = None) -> int:
             "processes",
             lambda: scenarios_procs.bench_processes(kit, sizes.processes, sizes.rounds),
         ),
+        (
+            "horizon",
+            lambda: scenarios_horizon.bench_horizon(kit, sizes.horizon_s, horizon_rates),
+        ),
     ]
     for name, step in steps:
         if name in only:
@@ -735,6 +770,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     log(f"wrote {options.json} ({meta['seconds']} s)")
+    if "horizon" in results:
+        png, why_not = scenarios_horizon.draw(results, meta, RESULTS)
+        if why_not:
+            print(f"horizon chart not drawn: {why_not}")
+        else:
+            log(f"wrote {png}")
+            if options.publish:
+                shutil.copyfile(png, ROOT / "docs" / "horizon.png")
+                log("published docs/horizon.png")
     if options.compare:
         from benchmarks import compare
 

@@ -238,10 +238,13 @@ def bench_producers(kit: Kit, per_producer: int) -> dict[str, Any]:
 # 2. A sustained load ----------------------------------------------------------------------
 
 
-async def _paced(seconds: float, rate: float) -> dict[str, Any]:
+async def paced(
+    seconds: float, rate: float, sends: list[tuple[float, int]] | None = None
+) -> dict[str, Any]:
     """Enqueue ``stamped`` tasks at ``rate`` per second for ``seconds``: every
     :data:`SUSTAINED_TICK` one ``aenqueue_many`` of the tasks due by then (so a slow call is
-    made up by the next), each with the time just before the call as its argument."""
+    made up by the next), each with the time just before the call as its argument. With
+    ``sends``, each call appends ``(that time, tasks)`` to it: the offered rate over time."""
     import aiotaskq
     from benchmarks import bench_tasks
 
@@ -260,6 +263,8 @@ async def _paced(seconds: float, rate: float) -> dict[str, Any]:
                 ]
             )
             slowest = max(slowest, time.time() - enqueued_at)
+            if sends is not None:
+                sends.append((enqueued_at, due))
             sent += due
             calls += 1
         await asyncio.sleep(SUSTAINED_TICK - (time.monotonic() - t0) % SUSTAINED_TICK)
@@ -297,7 +302,7 @@ def bench_sustained(kit: Kit, seconds: float) -> dict[str, Any]:
             proc.wait_line("worker.started", timeout=60)
             with Sampler(proc.proc.pid, probe, depth_conn) as sampler:
                 t_start = time.time()
-                produced = kit.run_async(_paced(seconds, SUSTAINED_RATE))
+                produced = kit.run_async(paced(seconds, SUSTAINED_RATE))
                 t_stop = time.time()
                 # The measurement is over: from here the driver may look at the table.
                 t_empty = _poll_empty(look, proc, timeout=60 + produced["enqueued"] / 5000)
