@@ -39,3 +39,16 @@ async def stamped(enqueued_at: float, report: bool) -> None:
     # add to the load being measured.
     if report:
         probe.picked_up(enqueued_at)
+
+
+@task(queue="exports")
+def export_sync(seconds: float) -> None:
+    """The 3 AM story's export: a plain function that holds its thread for ``seconds``."""
+    import time
+
+    time.sleep(seconds)
+
+
+@task(queue="critical")
+def critical_sync(i: int = 0) -> None:
+    """The 3 AM story's password-reset email: a plain function that returns at once."""

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import dbenv, harness, scenarios_load  # noqa: E402
+from benchmarks import dbenv, harness, scenarios_lanes, scenarios_load  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PEER_VENV = ROOT / "benchmarks" / ".venv-peers"
@@ -51,6 +51,8 @@ SCENARIOS = (
     "sustained",
     "scaleout",
     "memory",
+    "lanes_story",
+    "lanes_drain",
 )
 
 
@@ -520,6 +522,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
             aiotaskq_ms, peer_ms = _ms(r["latency_s"][p]), _ms(peer_lat.get(p))
             rows.append(Row(label, "ms", False, aiotaskq_ms, peer_ms, target, note))
     rows += [Row(**row) for row in scenarios_load.rows(results)]
+    rows += [Row(**row) for row in scenarios_lanes.rows(results)]
     return rows
 
 
@@ -689,6 +692,11 @@ def main(argv: list[str] | None = None) -> int:
         ("sustained", lambda: scenarios_load.bench_sustained(kit, sizes.sustained_s)),
         ("scaleout", lambda: scenarios_load.bench_scaleout(kit, sizes.scaleout, sizes.rounds)),
         ("memory", lambda: scenarios_load.bench_memory(kit, sizes.memory)),
+        ("lanes_story", lambda: scenarios_lanes.bench_lanes_story(kit, max(3, sizes.rounds))),
+        (
+            "lanes_drain",
+            lambda: scenarios_lanes.bench_lanes_drain(kit, sizes.drain, max(3, sizes.rounds)),
+        ),
     ]
     for name, step in steps:
         if name in only:
