@@ -695,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
         ("lanes_story", lambda: scenarios_lanes.bench_lanes_story(kit, max(3, sizes.rounds))),
         (
             "lanes_drain",
-            lambda: scenarios_lanes.bench_lanes_drain(kit, sizes.drain, max(3, sizes.rounds)),
+            lambda: scenarios_lanes.bench_lanes_drain(kit, sizes.drain, max(5, sizes.rounds)),
         ),
     ]
     for name, step in steps:

@@ -119,10 +119,14 @@ def test_fair_share_never_gives_more_than_wanted_or_the_budget(
         assert max(given_) <= min(hungry) + 1
 
 
-def test_refill_follows_the_lane() -> None:
+def test_refill_follows_the_lanes() -> None:
+    plan = plan_lanes(["q1", "q2", "q3", "q4"], {"q1": 25, "q2": 25, "q3": 25, "q4": 25}, 100)
+    # Four lanes together claim as often as one queue of 100 slots would ...
+    assert plan.refill == plan_lanes(["q"], {}, 100).refill == 5
+    # ... and one lane alone once half its slots are free.
     assert Lane(("e",), 2, capped=True).refill == 1
-    assert Lane(("d",), 88, capped=False).refill == 4
-    assert Lane(("d",), 1000, capped=False).refill == 10
+    assert Lane(("c",), 10, capped=True).refill == 5
+    assert Lane(("d",), 1, capped=True).refill == 1
 
 
 # --- AIOTASKQ["QUEUES"] -------------------------------------------------------------------

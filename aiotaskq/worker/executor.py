@@ -125,8 +125,13 @@ class Executor:
         return self.slots.demands(min(self.free, batch))
 
     def claimable(self, lanes: set[int], batch: int) -> bool:
-        """Whether one of ``lanes`` has enough free slots (its refill) for a claim."""
+        """Whether ``lanes`` (those behind) have enough free slots for a claim: the worker's
+        refill among them, or half of one lane's."""
         demands = self.demands(batch)
+        free = sum(demands[i] for i in lanes)
+        room = sum(self.lanes.lanes[i].capacity for i in lanes)
+        if free >= min(self.lanes.refill, room):
+            return True
         return any(demands[i] >= self.lanes.lanes[i].refill for i in lanes)
 
     async def wait_for_slots(self, lanes: set[int], batch: int) -> None:

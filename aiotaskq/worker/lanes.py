@@ -45,10 +45,9 @@ class Lane:
 
     @property
     def refill(self) -> int:
-        """With more due tasks waiting, claim for this lane again once this many of its slots
-        are free: a few, so a batch is worth a round trip, but not so many that slots sit
-        idle."""
-        return max(1, min(10, self.capacity // 20))
+        """A lane behind claims on its own once half its slots are free (one of two for
+        ``exports:2``), whatever the other lanes have free: see :meth:`LanePlan.refill`."""
+        return (self.capacity + 1) // 2
 
     def __str__(self) -> str:
         if self.capped:
@@ -71,6 +70,14 @@ class LanePlan:
         """The slots of all lanes: ``concurrency``, less the reserve of a worker whose
         queues are all capped and leave some of it unused."""
         return sum(lane.capacity for lane in self.lanes)
+
+    @property
+    def refill(self) -> int:
+        """With more due tasks waiting, claim again once this many slots are free in the
+        lanes that are behind, together: a few, so a batch is worth a round trip, but not so
+        many that slots sit idle. Counted over the lanes together, so that four lanes cost
+        no more round trips than one queue of the same slots."""
+        return max(1, min(10, self.capacity // 20))
 
     def lane_of(self) -> dict[str, int]:
         """The index of each queue's lane."""
