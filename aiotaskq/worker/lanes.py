@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..conf import QueueSettings, get_settings
+from ..conf import MAX_SLOTS, QueueSettings, get_settings, shown
 from ..errors import InvalidWorkerOptions
 
 __all__ = ["Lane", "LanePlan", "Slots", "fair_share", "plan_lanes"]
@@ -123,9 +123,10 @@ def plan_lanes(queues: Sequence[str], caps: Mapping[str, int], concurrency: int)
         if cap is None:
             shared.append(queue)
             continue
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_SLOTS:
             raise InvalidWorkerOptions(
-                f"the cap of queue {queue!r} must be a positive integer, got {cap!r}"
+                f"the cap of queue {queue!r} must be a positive integer (at most "
+                f"{MAX_SLOTS:,}), got {shown(cap)}"
             )
         lanes.append(Lane((queue,), cap, capped=True))
         origin = "" if queue in caps else ' (AIOTASKQ["QUEUES"])'
@@ -140,19 +141,15 @@ def plan_lanes(queues: Sequence[str], caps: Mapping[str, int], concurrency: int)
         )
     if shared:
         lanes.append(Lane(tuple(shared), concurrency - reserved, capped=False))
-    return LanePlan(
-        lanes=tuple(lanes),
-        time_limits={
-            q: known[q].time_limit  # type: ignore[misc]
-            for q in queues
-            if q in known and known[q].time_limit is not None
-        },
-        threads={
-            q: known[q].threads  # type: ignore[misc]
-            for q in queues
-            if q in known and known[q].threads is not None
-        },
-    )
+    time_limits: dict[str, float] = {}
+    threads: dict[str, int] = {}
+    for queue in queues:
+        options = known.get(queue, QueueSettings())
+        if options.time_limit is not None:
+            time_limits[queue] = options.time_limit
+        if options.threads is not None:
+            threads[queue] = options.threads
+    return LanePlan(lanes=tuple(lanes), time_limits=time_limits, threads=threads)
 
 
 def fair_share(wants: Sequence[int], budget: int) -> list[int]:
