@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import uuid
 from collections.abc import Coroutine, Sequence
@@ -23,7 +24,7 @@ from typing import Any, NoReturn
 
 import psycopg
 
-from .errors import DatabaseError, InvalidQueueName
+from .errors import DatabaseError, InvalidQueueName, InvalidWorkerOptions
 from .tasks.enqueue import validate_queue
 
 __all__ = ["Mistake", "OneLineErrors", "add_commands", "error_line", "execute", "explain", "main"]
@@ -165,7 +166,9 @@ def add_commands(
         type=_queues,
         default=None,
         metavar="QUEUE,...",
-        help='the queues to take tasks from, comma-separated (default AIOTASKQ["DEFAULT_QUEUE"])',
+        help="the queues to take tasks from, comma-separated (default "
+        'AIOTASKQ["DEFAULT_QUEUE"]); QUEUE:N caps a queue at N tasks at once, reserved out '
+        "of --concurrency; queues without a cap share the rest",
     )
     run.add_argument(
         "--grace",
@@ -286,15 +289,41 @@ def _queue(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from None
 
 
-def _queues(value: str) -> list[str]:
-    """``--queues a,b``: the queue names, in order. Each entry is parsed on its own, so that
-    an entry can grow options of its own."""
+def _shown(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_CAP = re.compile(r"[0-9]{1,7}")
+
+
+def _queue_entry(entry: str) -> tuple[str, int | None]:
+    """One entry of ``--queues``: ``NAME`` or ``NAME:N`` (a cap of N tasks at once)."""
+    name, colon, cap = entry.partition(":")
+    queue = _queue(name.strip())
+    if not colon:
+        return queue, None
+    if not _CAP.fullmatch(cap.strip()) or int(cap) < 1:
+        raise argparse.ArgumentTypeError(
+            f"the cap in {_shown(entry)} must be a positive integer (tasks of {queue} at "
+            "once), for example critical:10"
+        )
+    return queue, int(cap)
+
+
+def _queues(value: str) -> list[tuple[str, int | None]]:
+    """``--queues a:10,b``: the queue names, in order, each with its cap or ``None``. Each
+    entry is parsed on its own, so that an entry can grow options of its own."""
     entries = [entry.strip() for entry in value.split(",")]
     if "" in entries:
         raise argparse.ArgumentTypeError(
-            f"{value!r} has an empty entry; name the queues separated by single commas"
+            f"{_shown(value)} has an empty entry; name the queues separated by single commas"
         )
-    return [_queue(entry) for entry in entries]
+    parsed = [_queue_entry(entry) for entry in entries]
+    names = [name for name, _ in parsed]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        raise argparse.ArgumentTypeError(f"names {', '.join(twice)} more than once")
+    return parsed
 
 
 def _asyncio_run(coro: Coroutine[Any, Any, Any], loop: str = "auto") -> Any:
@@ -369,7 +398,8 @@ def _run(options: argparse.Namespace) -> int:
         return _supervise(options)
     worker = Worker(
         WorkerConfig(
-            queues=tuple(options.queues or ()),
+            queues=tuple(name for name, _ in options.queues or ()),
+            caps={name: cap for name, cap in options.queues or () if cap is not None},
             concurrency=options.concurrency,
             threads=options.threads,
             db_threads=options.db_threads,
@@ -386,6 +416,7 @@ def _run(options: argparse.Namespace) -> int:
     print(
         f"aiotaskq worker {worker.id}\n"
         f"  queues:      {', '.join(worker.queues)}\n"
+        f"  lanes:       {worker.lanes.describe(options.concurrency)}\n"
         f"  concurrency: {options.concurrency}\n"
         f"  threads:     {options.threads}\n"
         f"  loop:        {_loop_name(options.loop)}\n"
@@ -445,9 +476,15 @@ def own_command_line() -> list[str]:
 
 def _status(options: argparse.Namespace) -> int:
     from .conf import get_settings
-    from .db.status import queue_status
+    from .db.status import QueueStatus, queue_status
 
-    rows = _asyncio_run(queue_status(get_settings().DIRTY_AFTER))
+    settings = get_settings()
+    rows = _asyncio_run(queue_status(settings.DIRTY_AFTER))
+    # The queues of AIOTASKQ["QUEUES"] show even with no task, for their caps.
+    seen = {r.queue for r in rows}
+    rows += [QueueStatus.empty(q) for q in settings.QUEUES if q not in seen]
+    rows.sort(key=lambda r: r.queue)
+    caps = {q: options_.concurrency for q, options_ in settings.QUEUES.items()}
     if options.json:
         print(
             json.dumps(
@@ -461,6 +498,11 @@ def _status(options: argparse.Namespace) -> int:
                             "failed": r.failed,
                             "succeeded": r.succeeded,
                             "oldest_pending_age_s": r.oldest_pending_age_s,
+                            # AIOTASKQ["QUEUES"]: the most of its tasks one worker runs at
+                            # once (null: no cap), and the slots its running tasks hold now
+                            # over all workers.
+                            "cap_per_worker": caps.get(r.queue),
+                            "slots_in_use": r.active,
                         }
                         for r in rows
                     }
@@ -472,6 +514,7 @@ def _status(options: argparse.Namespace) -> int:
     header = (
         *("queue", "pending", "future", "active", "dirty", "failed", "succeeded"),
         "oldest pending",
+        "cap/worker",
     )
     table = [header] + [
         (
@@ -483,6 +526,7 @@ def _status(options: argparse.Namespace) -> int:
             str(r.failed),
             str(r.succeeded),
             "-" if r.oldest_pending_age_s is None else f"{r.oldest_pending_age_s:.1f} s",
+            str(caps.get(r.queue) or "-"),
         )
         for r in rows
     ]
@@ -561,7 +605,7 @@ def explain(exc: BaseException) -> str | None:
 
     from .errors import ConfigurationError
 
-    if isinstance(exc, Mistake):
+    if isinstance(exc, Mistake | InvalidWorkerOptions):
         return str(exc)
     module = os.environ.get("DJANGO_SETTINGS_MODULE")
     where = f" {module}" if module else ""

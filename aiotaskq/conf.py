@@ -7,16 +7,62 @@ The values are read once and cached; Django's ``setting_changed`` signal (sent b
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, fields
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidQueueName
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["QueueSettings", "Settings", "get_settings", "validate_queue"]
+
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+_valid_queues: set[str] = set()
+
+
+def validate_queue(queue: object) -> str:
+    """Return ``queue`` if it is a valid queue name (whether or not ``QUEUES`` knows it).
+
+    Raises:
+        InvalidQueueName: empty, longer than 63 bytes, or not ``[A-Za-z0-9_.-]``.
+    """
+    if type(queue) is str and queue in _valid_queues:
+        return queue
+    if not isinstance(queue, str) or not queue:
+        raise InvalidQueueName(f"The queue name must be a non-empty string, got {shown(queue)}.")
+    if len(queue.encode(errors="surrogatepass")) > 63:
+        raise InvalidQueueName(
+            f"The queue name {queue[:20]!r}... is "
+            f"{len(queue.encode(errors='surrogatepass'))} bytes; the limit is 63."
+        )
+    if not _QUEUE_NAME.fullmatch(queue):
+        raise InvalidQueueName(
+            f"The queue name {queue!r} may contain only letters, digits, '_', '.' and '-'."
+        )
+    if len(_valid_queues) < 1024:  # a program has a few queues; a bound all the same
+        _valid_queues.add(queue)
+    return queue
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueSettings:
+    """One entry of ``AIOTASKQ["QUEUES"]``: what every worker serving the queue applies."""
+
+    #: The most tasks of this queue one worker runs at once; reserved out of its
+    #: ``--concurrency``. ``--queues NAME:N`` overrides it. ``None``: the queue shares what
+    #: the capped queues leave.
+    concurrency: int | None = None
+    #: The time limit (seconds) of its tasks that have none of their own (the call's, then
+    #: the task's, come first).
+    time_limit: float | None = None
+    #: Threads of its own for plain-function tasks, so they never wait for (or hold) a
+    #: thread of the worker's shared ``--threads`` pool. ``None``: the shared pool.
+    threads: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,12 +106,117 @@ class Settings:
     #: In eager mode, raise a task's exception in the caller (``CELERY_TASK_EAGER_PROPAGATES``
     #: too) instead of keeping it in the returned ``EagerResult``.
     EAGER_PROPAGATES: bool = False
+    #: Per-queue settings (``{"exports": {"concurrency": 2, "time_limit": 1800, "threads":
+    #: 2}}``). When set, it is also the list of queues: enqueueing to another queue (other
+    #: than ``DEFAULT_QUEUE``) raises ``InvalidQueueName``.
+    QUEUES: Mapping[str, QueueSettings] = field(default_factory=dict)
+
+    def known_queue(self, queue: str) -> bool:
+        """Whether ``queue`` may be enqueued to: any name without ``QUEUES``, else one of
+        its keys or ``DEFAULT_QUEUE``."""
+        return not self.QUEUES or queue in self.QUEUES or queue == self.DEFAULT_QUEUE
+
+    def check_known_queue(self, queue: str) -> str:
+        """Return ``queue`` if :meth:`known_queue`.
+
+        Raises:
+            InvalidQueueName: ``QUEUES`` is set and does not name it (nor is it the default).
+        """
+        if self.known_queue(queue):
+            return queue
+        known = sorted({*self.QUEUES, self.DEFAULT_QUEUE})
+        near = difflib.get_close_matches(queue, known, n=1)
+        hint = f' Did you mean "{near[0]}"?' if near else ""
+        raise InvalidQueueName(
+            f'The queue {queue!r} is not in AIOTASKQ["QUEUES"]; the known queues are '
+            f"{', '.join(known)}.{hint}"
+        )
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
 
 
+_QUEUE_KEYS = {f.name for f in fields(QueueSettings)}
+
+
+#: Bounds of the per-queue numbers: far past any real use, and small enough that every
+#: later computation (timers, sums, messages) is plain.
+MAX_SLOTS = 1_000_000
+MAX_TIME_LIMIT = 366 * 24 * 3600.0
+
+
+def shown(value: object, width: int = 60) -> str:
+    """``repr(value)`` cut to ``width`` characters, on one line, whatever the value (an int
+    of 5,000 digits has no ``repr``)."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _queue_option(queue: str, key: str, value: Any) -> int | float:
+    where = f'AIOTASKQ["QUEUES"][{queue!r}][{key!r}]'
+    if key == "time_limit":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not 0 < value <= MAX_TIME_LIMIT
+        ):
+            raise ConfigurationError(
+                f"{where} must be a positive number of seconds (a year at most), "
+                f"got {shown(value)}."
+            )
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SLOTS:
+        raise ConfigurationError(
+            f"{where} must be a positive integer (at most {MAX_SLOTS:,}), got {shown(value)}."
+        )
+    return value
+
+
+def _queues(value: Any) -> dict[str, QueueSettings]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            'AIOTASKQ["QUEUES"] must be a dict of queue names to their settings, '
+            f"got {type(value).__name__}."
+        )
+    queues: dict[str, QueueSettings] = {}
+    for queue, options in value.items():
+        try:
+            validate_queue(queue)
+        except InvalidQueueName as exc:
+            raise ConfigurationError(
+                f'AIOTASKQ["QUEUES"] has a bad queue name: {exc}'.replace("\n", " ")
+            ) from None
+        if options is None:
+            options = {}
+        if not isinstance(options, Mapping):
+            raise ConfigurationError(
+                f'AIOTASKQ["QUEUES"][{queue!r}] must be a dict (concurrency, time_limit, '
+                f"threads), got {type(options).__name__}."
+            )
+        values: dict[str, Any] = {}
+        for key, option in options.items():
+            if key not in _QUEUE_KEYS:
+                near = difflib.get_close_matches(str(key), sorted(_QUEUE_KEYS), n=1)
+                hint = f' Did you mean "{near[0]}"?' if near else ""
+                raise ConfigurationError(
+                    f'Unknown key {shown(key)} in AIOTASKQ["QUEUES"][{queue!r}]; the keys are '
+                    f"concurrency, threads and time_limit.{hint}"
+                )
+            values[key] = _queue_option(queue, key, option)
+        queues[queue] = QueueSettings(**values)
+    return queues
+
+
 def _coerce(name: str, value: Any) -> Any:
+    if name == "QUEUES":
+        return _queues(value)
     default = _FIELDS[name].default
     if name == "IMPORTS":
         if isinstance(value, str) or not all(isinstance(v, str) for v in value):

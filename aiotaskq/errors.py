@@ -18,6 +18,12 @@ class ConfigurationError(AiotaskqError, ImproperlyConfigured):
     """The ``AIOTASKQ`` settings or the database configuration are not usable."""
 
 
+class InvalidWorkerOptions(ConfigurationError):
+    """A worker's options do not fit together or with ``AIOTASKQ["QUEUES"]``: queue caps
+    that exceed its concurrency, or a queue that ``QUEUES`` does not know. The command line
+    reports it as a mistake on the command line."""
+
+
 class EnqueueError(AiotaskqError):
     """A task could not be enqueued because of its input; nothing was written."""
 

@@ -56,3 +56,16 @@ def spin_sync(ms: float) -> None:
     while time.thread_time() < deadline:
         n += 1
     probe.task_finished()
+
+
+@task(queue="exports")
+def export_sync(seconds: float) -> None:
+    """The 3 AM story's export: a plain function that holds its thread for ``seconds``."""
+    import time
+
+    time.sleep(seconds)
+
+
+@task(queue="critical")
+def critical_sync(i: int = 0) -> None:
+    """The 3 AM story's password-reset email: a plain function that returns at once."""

@@ -39,6 +39,7 @@ from benchmarks import (  # noqa: E402
     dbenv,
     harness,
     scenarios_horizon,
+    scenarios_lanes,
     scenarios_load,
     scenarios_procs,
 )
@@ -60,6 +61,8 @@ SCENARIOS = (
     "memory",
     "processes",
     "horizon",
+    "lanes_story",
+    "lanes_drain",
 )
 # Scenarios left out of a run unless --only names them: `horizon` takes 17 minutes in full.
 ON_REQUEST = ("horizon",)
@@ -539,6 +542,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     rows += [Row(**row) for row in scenarios_load.rows(results)]
     rows += [Row(**row) for row in scenarios_procs.rows(results)]
     rows += [Row(**row) for row in scenarios_horizon.rows(results)]
+    rows += [Row(**row) for row in scenarios_lanes.rows(results)]
     return rows
 
 
@@ -732,6 +736,11 @@ def main(argv: list[str] | None = None) -> int:
         (
             "horizon",
             lambda: scenarios_horizon.bench_horizon(kit, sizes.horizon_s, horizon_rates),
+        ),
+        ("lanes_story", lambda: scenarios_lanes.bench_lanes_story(kit, max(3, sizes.rounds))),
+        (
+            "lanes_drain",
+            lambda: scenarios_lanes.bench_lanes_drain(kit, sizes.drain, max(5, sizes.rounds)),
         ),
     ]
     for name, step in steps:

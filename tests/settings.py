@@ -61,6 +61,11 @@ AIOTASKQ: dict[str, Any] = {
     "DIRTY_AFTER": float(os.environ.get("AIOTASKQ_TEST_DIRTY_AFTER", "3")),
     "HEARTBEAT_INTERVAL": 0.5,
 }
+if os.environ.get("AIOTASKQ_TEST_QUEUES"):
+    # Per-queue settings for one worker process (tests/test_lanes.py), as JSON.
+    import json
+
+    AIOTASKQ["QUEUES"] = json.loads(os.environ["AIOTASKQ_TEST_QUEUES"])
 LOGGING_CONFIG = None
 # Like a deployment that keeps connections: close_old_connections() around each sync task
 # then reuses them instead of reconnecting per task.

@@ -48,7 +48,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "analyze": {},
     "advisory_try": {"key": 1},
     "advisory_release": {"key": 1},
-    "claim": {"queues": ["q"], "limit": 10, "worker_id": "w"},
+    "claim": {"queues": ["q", "r"], "lanes": [0, 1], "demands": [10, 5], "worker_id": "w"},
     "next_eta": {"queues": ["q"]},
     "heartbeat": {"ids": "{" + str(uuid.uuid4()) + "}", "attempts": "{1}", "worker_id": "w"},
     "ack": {"ids": "{" + str(uuid.uuid4()) + "}", "attempts": "{1}", "worker_id": "w"},
@@ -134,42 +134,101 @@ def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
     return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]
 
 
-def test_claim_walks_the_partial_index(db: Any) -> None:
+def _explain_claim(db: Any, mode: str, params: dict[str, Any]) -> dict[str, Any]:
+    with db.transaction(force_rollback=True):
+        db.execute(sql.SQL("SET LOCAL plan_cache_mode = {}").format(sql.Identifier(mode)))
+        ((explained,),) = db.execute(
+            sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ") + sql.SQL(queries.text("claim")),
+            {**params, "worker_id": "w"},
+        ).fetchall()
+    return explained[0]["Plan"]  # type: ignore[no-any-return]
+
+
+def _fill(db: Any, queues: list[str]) -> int:
+    """CLAIM_FUTURE future and CLAIM_DUE due rows, spread over ``queues``; the heap's pages."""
     db.execute(
         "INSERT INTO aiotaskq_task (id, name, queue, execute_at) "
-        "SELECT gen_random_uuid(), 't', 'q', "
+        "SELECT gen_random_uuid(), 't', (%(queues)s::text[])[1 + i %% cardinality(%(queues)s)], "
         "       CASE WHEN i <= %(future)s THEN now() + interval '1 hour' "
         "            ELSE now() - interval '1 second' END "
         "FROM generate_series(1, %(total)s) AS i",
-        {"future": CLAIM_FUTURE, "total": CLAIM_FUTURE + CLAIM_DUE},
+        {"queues": queues, "future": CLAIM_FUTURE, "total": CLAIM_FUTURE + CLAIM_DUE},
     )
     db.execute("ANALYZE aiotaskq_task")
     (heap_pages,) = db.execute(
         "SELECT pg_relation_size('aiotaskq_task') / current_setting('block_size')::int"
     ).fetchone()
+    return int(heap_pages)
+
+
+def _check_plan(top: dict[str, Any], where: str, demands: list[int], heap_pages: int) -> None:
+    nodes = _plan_nodes(top)
+    due = [n for n in nodes if n.get("Index Name") == "aiotaskq_task_due"]
+    assert due, f"{where}: the claim does not use aiotaskq_task_due:\n{top}"
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], where
+    total = sum(demands)
+    # Rows examined: the index scan (once per queue) stops after each queue's demand and
+    # filters nothing out. (EXPLAIN shows the rows of a loop on average, rounded.)
+    loops = due[0].get("Actual Loops", 1)
+    assert abs(due[0]["Actual Rows"] * loops - total) < loops, where
+    assert due[0].get("Rows Removed by Filter", 0) == 0, where
+    assert top["Actual Rows"] == total, where
+    buffers = top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+    assert buffers <= CLAIM_BUFFERS_PER_ROW * total, f"{where}: {buffers} buffers"
+    assert buffers < heap_pages / 2, f"{where}: {buffers} of {heap_pages} pages"
+
+
+def test_claim_walks_the_partial_index(db: Any) -> None:
+    heap_pages = _fill(db, ["q"])
     # A prepared statement (the worker's) may switch to the generic plan: check both.
     for mode in ("force_custom_plan", "force_generic_plan"):
         for limit in (10, 100):
-            with db.transaction(force_rollback=True):
-                db.execute(sql.SQL("SET LOCAL plan_cache_mode = {}").format(sql.Identifier(mode)))
-                ((explained,),) = db.execute(
-                    sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ")
-                    + sql.SQL(queries.text("claim")),
-                    {"queues": ["q"], "limit": limit, "worker_id": "w"},
-                ).fetchall()
-            top = explained[0]["Plan"]
-            nodes = _plan_nodes(top)
-            where = f"{mode}, limit {limit}"
-            due = [n for n in nodes if n.get("Index Name") == "aiotaskq_task_due"]
-            assert due, f"{where}: the claim does not use aiotaskq_task_due:\n{explained}"
-            assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], where
-            # Rows examined: the index scan stops after the batch and filters nothing out.
-            assert due[0]["Actual Rows"] == limit, where
-            assert due[0].get("Rows Removed by Filter", 0) == 0, where
-            assert top["Actual Rows"] == limit, where
-            buffers = top["Shared Hit Blocks"] + top["Shared Read Blocks"]
-            assert buffers <= CLAIM_BUFFERS_PER_ROW * limit, f"{where}: {buffers} buffers"
-            assert buffers < heap_pages / 2, f"{where}: {buffers} of {heap_pages} pages"
+            params = {"queues": ["q"], "lanes": [0], "demands": [limit]}
+            top = _explain_claim(db, mode, params)
+            _check_plan(top, f"{mode}, limit {limit}", [limit], heap_pages)
+
+
+def test_claim_of_several_lanes_walks_the_partial_index(db: Any) -> None:
+    """Four queues, each its own lane with its own demand: every lane gets exactly its
+    demand, and the rows read follow the sum of the demands, not the table."""
+    queues = ["critical", "exports", "default", "webhooks"]
+    heap_pages = _fill(db, queues)
+    for mode in ("force_custom_plan", "force_generic_plan"):
+        for demands in ([10, 2, 50, 1], [40, 40, 3, 7]):
+            params = {"queues": queues, "lanes": [0, 1, 2, 3], "demands": demands}
+            top = _explain_claim(db, mode, params)
+            where = f"{mode}, demands {demands}"
+            due = [n for n in _plan_nodes(top) if n.get("Index Name") == "aiotaskq_task_due"]
+            assert due, where
+            assert due[0]["Actual Loops"] == len(queues), where
+            _check_plan(top, where, demands, heap_pages)
+
+
+def test_claim_gives_each_lane_its_demand(db: Any) -> None:
+    """A backlog in one lane does not crowd another out of the batch, and two queues that
+    share a lane get the lane's demand between them, best first."""
+    db.execute(
+        "INSERT INTO aiotaskq_task (id, name, queue, priority, execute_at) "
+        "SELECT gen_random_uuid(), 't', q, p, now() - interval '1 second' "
+        "FROM (VALUES ('exports', 0, 500), ('critical', 0, 3), ('a', 1, 4), ('b', 0, 4)) "
+        "     AS v(q, p, n), generate_series(1, n)"
+    )
+    with db.transaction(force_rollback=True):
+        rows = db.execute(
+            queries.text("claim"),
+            {
+                "queues": ["exports", "critical", "a", "b"],
+                "lanes": [0, 1, 2, 2],
+                "demands": [2, 10, 5, 5],
+                "worker_id": "w",
+            },
+        ).fetchall()
+    got: dict[str, int] = {}
+    for row in rows:
+        got[row[2]] = got.get(row[2], 0) + 1
+    # exports: its 2 of 500; critical: all 3 it has; the shared lane of a and b: 5, a's
+    # higher priority first.
+    assert got == {"exports": 2, "critical": 3, "a": 4, "b": 1}
 
 
 def test_errors_through_djangos_cursor_are_ours_too() -> None:

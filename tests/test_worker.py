@@ -177,6 +177,8 @@ def test_status_counts_every_group(db: Any) -> None:
         "dirty": 1,
         "failed": 1,
         "succeeded": 1,
+        "cap_per_worker": None,
+        "slots_in_use": 1,
     }
     assert status["a"]["pending"] == 1
     text = run_cli("status").stdout
@@ -190,6 +192,7 @@ def test_status_counts_every_group(db: Any) -> None:
         "succeeded",
         "oldest",
         "pending",
+        "cap/worker",
     ]
 
 

@@ -52,6 +52,17 @@ class Cell:
 
 
 @dataclass(slots=True)
+class LaneLine:
+    """A queue of ``AIOTASKQ["QUEUES"]``: what each worker applies, and the slots in use."""
+
+    queue: str
+    cap: int | None
+    time_limit: float | None
+    threads: int | None
+    in_use: int = 0
+
+
+@dataclass(slots=True)
 class Line:
     queue: str
     name: str
@@ -84,6 +95,7 @@ class SummaryAdmin(_ModelAdmin):
             raise PermissionDenied
         lines = self.lines(request)
         totals = [sum(line.cells[i].count for line in lines) for i in range(len(GROUPS))]
+        lanes = self.lanes(lines)
         context = {
             **self.admin_site.each_context(request),
             **(extra_context or {}),
@@ -92,6 +104,7 @@ class SummaryAdmin(_ModelAdmin):
             "groups": [key for key, _ in GROUPS],
             "lines": lines,
             "totals": totals,
+            "lanes": lanes,
             "dirty_after": f"{get_settings().DIRTY_AFTER:g}",
         }
         request.current_app = self.admin_site.name
@@ -130,6 +143,19 @@ class SummaryAdmin(_ModelAdmin):
                 line.oldest_pending = duration(row["oldest_pending"])
             lines.append(line)
         return lines
+
+    def lanes(self, lines: list[Line]) -> list[LaneLine]:
+        """One line per queue of ``AIOTASKQ["QUEUES"]``; its slots in use are its Active
+        tasks (over all workers)."""
+        active = [key for key, _ in GROUPS].index("active")
+        lanes = {
+            queue: LaneLine(queue, options.concurrency, options.time_limit, options.threads)
+            for queue, options in sorted(get_settings().QUEUES.items())
+        }
+        for line in lines:
+            if line.queue in lanes:
+                lanes[line.queue].in_use += line.cells[active].count
+        return list(lanes.values())
 
     def _changelist_url(self, request: HttpRequest, model: type[Task]) -> str | None:
         """The group's list, when it is registered here and the user may see it."""

@@ -29,13 +29,19 @@ class Claimed(NamedTuple):
 
 
 async def claim(
-    conn: psycopg.AsyncConnection[Any], queues: list[str], limit: int, worker_id: str
+    conn: psycopg.AsyncConnection[Any],
+    queues: list[str],
+    lanes: list[int],
+    demands: list[int],
+    worker_id: str,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due tasks for ``worker_id`` in one statement (autocommit)."""
+    """Claim due tasks for ``worker_id`` in one statement (autocommit): ``queues[i]`` is in
+    lane ``lanes[i]``, and each lane takes at most ``demands[i]`` (its demand, repeated for
+    each of its queues) in all."""
     with translate_errors("Claiming tasks"):
         cur = await conn.execute(
             text("claim"),
-            {"queues": queues, "limit": limit, "worker_id": worker_id},
+            {"queues": queues, "lanes": lanes, "demands": demands, "worker_id": worker_id},
             prepare=True,
         )
         return [Claimed(*row) for row in await cur.fetchall()]

@@ -68,25 +68,35 @@ SELECT 1;
 
 
 -- name: claim
--- Take up to %(limit)s due tasks. The inner SELECT runs once per queue (LATERAL), so each
--- walks the partial index aiotaskq_task_due in (priority DESC, execute_at) order and stops
--- after the batch; FOR UPDATE SKIP LOCKED lets any number of workers claim side by side
--- without waiting on each other or taking a row twice. Expired tasks are deleted, not run,
--- in the same statement. The claim writes the lease (worker_id, attempt): every later write
--- of this worker checks it.
-WITH due AS (
-    SELECT d.id, d.expires_at
-    FROM unnest(%(queues)s::text[]) AS q(queue)
+-- Take due tasks for each lane of the worker, all lanes in one statement: queues[i] belongs
+-- to lane lanes[i] and asks for demands[i] rows (its lane's free slots; a lane of several
+-- queues repeats its demand for each). The inner SELECT runs once per queue (LATERAL), so
+-- each walks the partial index aiotaskq_task_due in (priority DESC, execute_at) order and
+-- stops after its demand; the window then keeps, per lane, the demand's best rows. There is
+-- no cut across lanes: one lane's backlog cannot crowd another out of the batch. Rows a lane
+-- of several queues locks but does not keep stay locked only until this autocommit
+-- statement ends.
+-- MATERIALIZED fences the per-queue LIMIT, so the UPDATE cannot turn it into a join that
+-- locks more. FOR UPDATE SKIP LOCKED lets any number of workers claim side by side without
+-- waiting on each other or taking a row twice. Expired tasks are deleted, not run, in the
+-- same statement. The claim writes the lease (worker_id, attempt): every later write of this
+-- worker checks it.
+WITH picked AS MATERIALIZED (
+    SELECT d.id, d.expires_at, l.demand,
+           row_number() OVER (PARTITION BY l.lane ORDER BY d.priority DESC, d.execute_at) AS n
+    FROM unnest(%(queues)s::text[], %(lanes)s::int[], %(demands)s::int[])
+         AS l(queue, lane, demand)
     CROSS JOIN LATERAL (
         SELECT t.id, t.expires_at, t.priority, t.execute_at
         FROM aiotaskq_task t
-        WHERE t.state = 'queued' AND t.queue = q.queue AND t.execute_at <= now()
+        WHERE t.state = 'queued' AND t.queue = l.queue AND t.execute_at <= now()
         ORDER BY t.priority DESC, t.execute_at
-        LIMIT %(limit)s
+        LIMIT l.demand
         FOR UPDATE SKIP LOCKED
     ) AS d
-    ORDER BY d.priority DESC, d.execute_at
-    LIMIT %(limit)s
+),
+due AS (
+    SELECT id, expires_at FROM picked WHERE n <= demand
 ),
 expired AS (
     DELETE FROM aiotaskq_task t

@@ -24,6 +24,20 @@ class QueueStatus:
     succeeded: int
     oldest_pending_age_s: float | None
 
+    @classmethod
+    def empty(cls, queue: str) -> QueueStatus:
+        """A queue with no task at all."""
+        return cls(
+            queue=queue,
+            pending=0,
+            future=0,
+            active=0,
+            dirty=0,
+            failed=0,
+            succeeded=0,
+            oldest_pending_age_s=None,
+        )
+
 
 async def queue_status(dirty_after: float) -> list[QueueStatus]:
     """One :class:`QueueStatus` per queue that has any row."""

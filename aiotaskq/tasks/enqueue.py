@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -15,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings as django_settings
 from django.utils import timezone
 
-from ..conf import get_settings
+from ..conf import get_settings, validate_queue
 from ..db import enqueue as db_enqueue
-from ..errors import InvalidArguments, InvalidPriority, InvalidQueueName, InvalidSchedule
+from ..errors import InvalidArguments, InvalidPriority, InvalidSchedule
 from ..serialization import encode_arguments
 from . import eager
 from .result import AsyncResult
@@ -27,34 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["aenqueue_many", "build_row", "enqueue_many", "validate_queue"]
 
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _INT32 = (-(2**31), 2**31 - 1)
-_valid_queues: set[str] = set()
 
 Expires = dt.datetime | int | float | None
-
-
-def validate_queue(queue: object) -> str:
-    """Return ``queue`` if it is a valid queue name.
-
-    Raises:
-        InvalidQueueName: empty, longer than 63 bytes, or not ``[A-Za-z0-9_.-]``.
-    """
-    if type(queue) is str and queue in _valid_queues:
-        return queue
-    if not isinstance(queue, str) or not queue:
-        raise InvalidQueueName(f"The queue name must be a non-empty string, got {queue!r}.")
-    if len(queue.encode()) > 63:
-        raise InvalidQueueName(
-            f"The queue name {queue[:20]!r}... is {len(queue.encode())} bytes; the limit is 63."
-        )
-    if not _QUEUE_NAME.fullmatch(queue):
-        raise InvalidQueueName(
-            f"The queue name {queue!r} may contain only letters, digits, '_', '.' and '-'."
-        )
-    if len(_valid_queues) < 1024:  # a program has a few queues; a bound all the same
-        _valid_queues.add(queue)
-    return queue
 
 
 def _validate_priority(priority: object) -> int:
@@ -145,7 +119,9 @@ def build_row(
     return db_enqueue.TaskRow(
         id=uuid.uuid4() if id is None else id,
         name=name,
-        queue=validate_queue(queue),
+        # A valid name, and, when AIOTASKQ["QUEUES"] is set, one of its queues: a typo is
+        # refused here rather than waiting forever for a worker that serves it.
+        queue=get_settings().check_known_queue(validate_queue(queue)),
         priority=_validate_priority(priority),
         args=args_json,
         kwargs=kwargs_json,

@@ -1,5 +1,6 @@
-"""Running claimed tasks: coroutines on the loop, plain functions in a bounded thread pool,
-under one concurrency limit. Each outcome goes to the reporter."""
+"""Running claimed tasks: coroutines on the loop, plain functions in bounded thread pools
+(the worker's, or a queue's own), under the slots of each lane (see :mod:`.lanes`). Each
+outcome goes to the reporter."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ..tasks.task import Attempt, Task
 from ..tracebacks import safe_str
 from . import outcome
 from .dbthreads import DatabaseThreads
+from .lanes import LanePlan, Slots
 from .reporter import Reporter
 
 __all__ = ["Executor", "Job"]
@@ -86,13 +88,24 @@ class Executor:
         reporter: Reporter,
         worker_id: str,
         db: DatabaseThreads,
+        *,
+        lanes: LanePlan,
     ) -> None:
         self._db = db
-        self.capacity = concurrency
+        self.lanes = lanes
+        self.slots = Slots(lanes)
+        # ``concurrency`` less what a worker whose queues are all capped leaves unused.
+        self.capacity = min(concurrency, lanes.capacity)
         self.jobs: dict[uuid.UUID, Job] = {}
         self._reporter = reporter
         self._worker_id = worker_id
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="aiotaskq")
+        # A queue with threads of its own: its plain functions never wait for a thread of
+        # the shared pool, nor hold one another queue's task needs.
+        self._queue_threads = {
+            queue: ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"aiotaskq-{queue}")
+            for queue, n in lanes.threads.items()
+        }
         self._slot_freed = asyncio.Event()
         reporter.on_written = self._slot_freed.set  # written outcomes free slots too
         self._empty = asyncio.Event()
@@ -114,12 +127,27 @@ class Executor:
         free = self.capacity - len(self.jobs) - (unwritten if unwritten > 0 else 0)
         return free if self.start_budget is None else min(free, self.start_budget)
 
-    async def wait_for_slots(self, at_least: int) -> None:
-        """Return once ``at_least`` slots are free (or all are)."""
-        need = min(at_least, self.capacity)
-        if self.start_budget is not None:
-            need = max(1, min(need, self.start_budget))
-        while self.free < need:
+    def demands(self, batch: int) -> list[int]:
+        """How many tasks each lane asks of the next claim: its free slots, within the
+        worker's free slots (backpressure included) and one ``batch``, shared fairly."""
+        return self.slots.demands(min(self.free, batch))
+
+    def claimable(self, lanes: set[int], batch: int) -> bool:
+        """Whether ``lanes`` (those behind) have enough free slots for a claim: the worker's
+        refill among them, or half of one lane's."""
+        demands = self.demands(batch)
+        free = sum(demands[i] for i in lanes)
+        room = sum(self.lanes.lanes[i].capacity for i in lanes)
+        if free >= min(self.lanes.refill, room):
+            return True
+        # A recycled process's last few starts: claim them even below the refill.
+        if self.start_budget is not None and 0 < self.start_budget <= free:
+            return True
+        return any(demands[i] >= self.lanes.lanes[i].refill for i in lanes)
+
+    async def wait_for_slots(self, lanes: set[int], batch: int) -> None:
+        """Return once one of ``lanes`` has enough free slots for a claim."""
+        while not self.claimable(lanes, batch):
             self._slot_freed.clear()
             await self._slot_freed.wait()
 
@@ -147,6 +175,7 @@ class Executor:
                 time_limit=row.time_limit,
             )
             self.jobs[job.id] = job
+            self.slots.take(job.queue)
             self._empty.clear()
             job.handle = loop.create_task(self._run(job, row.args or "[]", row.kwargs or "{}"))
             if self.start_budget is not None:
@@ -168,7 +197,8 @@ class Executor:
                 args.insert(
                     0, Attempt(task_id=job.id, number=job.attempt, worker_id=self._worker_id)
                 )
-            limit = job.time_limit or task.time_limit
+            # The call's, the task's, the queue's (AIOTASKQ["QUEUES"]), or none.
+            limit = job.time_limit or task.time_limit or self.lanes.time_limits.get(job.queue)
             if task.is_async:
                 if limit is not None:
                     job.watchdog = asyncio.get_running_loop().call_later(
@@ -248,7 +278,8 @@ class Executor:
                 limit, self._sync_over_limit, job, limit
             )
         try:
-            return await sync_to_async(_call_sync, thread_sensitive=False, executor=self._threads)(
+            pool = self._queue_threads.get(job.queue, self._threads)
+            return await sync_to_async(_call_sync, thread_sensitive=False, executor=pool)(
                 fn, args, kwargs
             )
         finally:
@@ -380,6 +411,7 @@ class Executor:
         # attempt of the same task.
         if self.jobs.get(job.id) is job:
             del self.jobs[job.id]
+            self.slots.free_one(job.queue)
             self._slot_freed.set()
             if not self.jobs:
                 self._empty.set()
@@ -414,8 +446,9 @@ class Executor:
         return left
 
     def shutdown_threads(self) -> None:
-        """Stop the thread pool without waiting for threads still running a task."""
-        self._threads.shutdown(wait=False, cancel_futures=True)
+        """Stop the thread pools without waiting for threads still running a task."""
+        for pool in (self._threads, *self._queue_threads.values()):
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 async def _run_coroutine(

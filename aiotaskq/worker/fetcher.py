@@ -1,5 +1,5 @@
 """Claiming: wake on a notification, the next ETA or the safety poll; claim as many due tasks
-as there are free slots, in one statement."""
+as each lane has free slots, for all lanes in one statement."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from ..db.claim import claim, next_eta
+from ..db.claim import Claimed, claim, next_eta
 from ..db.connect import WorkerDatabase
 from ..errors import DatabaseError, DatabaseUnreachable
 from .events import first_of
@@ -44,47 +44,66 @@ class Fetcher:
         self._poll = poll_interval
         self._batch = batch
         self._burst = burst
-        # With more due tasks waiting, claim again once this many slots are free: a few, so
-        # a batch is worth a round trip, but not so many that slots sit idle.
-        self._refill = max(1, min(10, executor.capacity // 20))
+        plan = executor.lanes
+        # The claim's arrays: each queue with the index of its lane (demands are per lane).
+        self._lane_of = plan.lane_of()
+        self._claim_queues = [q for q in queues if q in self._lane_of]
+        self._claim_lanes = [self._lane_of[q] for q in self._claim_queues]
+        self._all = set(range(len(plan.lanes)))
 
     async def run(self) -> None:
         """Claim until ``stopping`` is set (or, in burst mode, until nothing is due and
         nothing runs). A claim that fails is tried again after a short capped backoff (2 s
-        at most), or, while the database is unreachable, the moment it answers again."""
-        more = True  # Claim at once on start: tasks may be waiting.
+        at most), or, while the database is unreachable, the moment it answers again.
+
+        Each lane is either *behind* (its last claim filled all it asked for, or it had no
+        free slot to ask with, so more of its tasks may be due) or not. A lane behind is
+        claimed for again as soon as it has a few free slots; the others on a notification,
+        the next ETA or the safety poll. One claim asks every lane with free slots at once.
+        """
+        behind = set(self._all)  # Claim at once on start: tasks may be waiting.
         backoff = 0.1
         due_in: float | None = None
+        executor = self._executor
         while not self._stopping.is_set():
-            if more:
-                await self._wait(self._executor.wait_for_slots(self._refill), None)
-            else:
-                if self._burst:
-                    if not self._executor.jobs:
+            if not (behind and executor.claimable(behind, self._batch)):
+                if self._burst and not behind:
+                    if not executor.jobs:
                         return
-                    await self._wait(self._executor.wait_empty(), None)
-                    more = True
+                    await self._wait(executor.wait_empty(), None)
+                    behind = set(self._all)
                     continue
-                timeout = self._poll if due_in is None else max(0.0, min(self._poll, due_in))
-                await self._wait(self._wake.wait(), timeout)
+                waiters: list[Awaitable[Any]] = [self._wake.wait()]
+                if behind:
+                    waiters.append(executor.wait_for_slots(behind, self._batch))
+                if self._burst or (due_in is None and behind == self._all):
+                    timeout = None
+                else:
+                    timeout = self._poll if due_in is None else max(0.0, min(self._poll, due_in))
+                await first_of(*waiters, self._stopping.wait(), timeout=timeout)
             if self._stopping.is_set():
                 return
             # Cleared before the claim: a notification that arrives during it triggers
             # another claim instead of being lost.
             self._wake.clear()
-            free = self._executor.free
-            if free <= 0:
-                more = True
+            demands = executor.demands(self._batch)
+            if not any(demands):
+                behind = set(self._all)
                 continue
-            limit = min(free, self._batch)
             try:
                 async with self._db.connection("Claiming tasks") as conn:
-                    rows = await claim(conn, self._queues, limit, self._worker_id)
-                    more = len(rows) >= limit
+                    rows = await claim(
+                        conn,
+                        self._claim_queues,
+                        self._claim_lanes,
+                        [demands[lane] for lane in self._claim_lanes],
+                        self._worker_id,
+                    )
                     # Start the claimed jobs before anything else is awaited: they run while
                     # the next ETA is looked up.
-                    self._executor.start(rows)
-                    due_in = None if more else await next_eta(conn, self._queues)
+                    executor.start(rows)
+                    behind = self._behind(demands, rows)
+                    due_in = None if behind == self._all else await next_eta(conn, self._queues)
             except DatabaseError as exc:
                 if not isinstance(exc, DatabaseUnreachable):
                     logger.warning(
@@ -101,12 +120,20 @@ class Fetcher:
                     # Claim the moment the database answers again.
                     await self._wait(self._db.wait_available(None), None)
                     backoff = 0.1
-                more = True
+                behind = set(self._all)
                 continue
             backoff = 0.1
             if rows:
                 # Yield once so the new jobs start before the next claim is considered.
                 await asyncio.sleep(0)
+
+    def _behind(self, demands: list[int], rows: list[Claimed]) -> set[int]:
+        """The lanes that may have more due tasks after a claim: those that got all they
+        asked for, and those that asked for nothing (full: their next free slot tells)."""
+        got = [0] * len(demands)
+        for row in rows:
+            got[self._lane_of[row.queue]] += 1
+        return {i for i, demand in enumerate(demands) if got[i] >= demand}
 
     async def _wait(self, waiter: Awaitable[Any], timeout: float | None) -> None:
         """Wait for ``waiter``, the timeout, or ``stopping``, whichever is first."""

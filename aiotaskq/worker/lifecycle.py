@@ -10,7 +10,7 @@ import os
 import secrets
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -25,6 +25,7 @@ from .events import first_of
 from .executor import STUBBORN_MARGIN, Executor
 from .fetcher import Fetcher
 from .heartbeat import Heartbeat
+from .lanes import LanePlan, plan_lanes
 from .listener import Listener
 from .loops import every, supervised
 from .recycle import Recycler, Recycling
@@ -47,6 +48,9 @@ class WorkerConfig:
     """How one worker runs. Defaults match ``aiotaskq run`` without options."""
 
     queues: tuple[str, ...] = ()  # empty: AIOTASKQ["DEFAULT_QUEUE"]
+    #: Caps of queues (``--queues exports:2``), over ``AIOTASKQ["QUEUES"]``; see
+    #: :mod:`aiotaskq.worker.lanes` for how they divide ``concurrency``.
+    caps: Mapping[str, int] = field(default_factory=dict)
     concurrency: int = 100
     threads: int = 8
     #: Threads (and so Django connections) for the ORM calls of coroutine tasks.
@@ -69,6 +73,8 @@ class WorkerConfig:
             raise ConfigurationError(f"grace must be a number of seconds >= 0, got {self.grace!r}.")
         for queue in self.queues:
             validate_queue(queue)
+        if len(set(self.queues)) != len(self.queues):
+            raise ConfigurationError(f"queues names a queue twice: {', '.join(self.queues)}.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,10 +112,16 @@ class Worker:
         settings = get_settings()
         self.id = self.config.worker_id
         self.queues: list[str] = list(self.config.queues) or [settings.DEFAULT_QUEUE]
+        #: How ``concurrency`` is divided between the queues (raises ConfigurationError).
+        self.lanes: LanePlan = plan_lanes(self.queues, self.config.caps, self.config.concurrency)
+        # The shared pool serves the queues without threads of their own.
+        shared_threads = (
+            self.config.threads if any(q not in self.lanes.threads for q in self.queues) else 0
+        )
         self.budget = ConnectionBudget(
             listener=1 if settings.LISTEN and not self.config.burst else 0,
             pool=settings.WORKER_POOL_SIZE,
-            threads=self.config.threads,
+            threads=shared_threads + sum(self.lanes.threads.values()),
             db_threads=self.config.db_threads,
         )
         self._stopping: asyncio.Event | None = None
@@ -211,7 +223,12 @@ class Worker:
         reporter = Reporter(db, self.id)
         db_threads = DatabaseThreads(self.config.db_threads)
         executor = Executor(
-            self.config.concurrency, self.config.threads, reporter, self.id, db_threads
+            self.config.concurrency,
+            self.config.threads,
+            reporter,
+            self.id,
+            db_threads,
+            lanes=self.lanes,
         )
         self.executor = executor
         db.on_back = functools.partial(self._database_back, reporter, wake)
@@ -229,7 +246,7 @@ class Worker:
                 logger.info(
                     "worker.started: %s on queues %s, concurrency %d, threads %d; %s",
                     self.id,
-                    ",".join(self.queues),
+                    self.lanes,
                     self.config.concurrency,
                     self.config.threads,
                     self.budget,

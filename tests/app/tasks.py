@@ -290,3 +290,41 @@ def overrun_sync(label: str, seconds: float) -> None:
     Execution.objects.create(label=f"{label}:start", pid=os.getpid())
     time.sleep(seconds)
     Execution.objects.create(label=label, pid=os.getpid())
+
+
+# --- Lanes (tests/test_lanes.py, benchmarks/scenarios_lanes.py): the 3 AM story.
+
+
+@task(queue="exports")
+def export_csv(label: str, seconds: float) -> None:
+    """A slow plain-function export: records its start and its end (the ledger of how many
+    ran at once) and the thread it ran in."""
+    import threading
+
+    thread = threading.current_thread().name
+    Execution.objects.create(label=f"{label}:start", pid=os.getpid(), value=thread)
+    time.sleep(seconds)
+    Execution.objects.create(label=f"{label}:end", pid=os.getpid(), value=thread)
+
+
+@task(queue="critical")
+def send_password_reset(label: str) -> None:
+    """A fast plain-function task that must never wait behind an export."""
+    import threading
+
+    Execution.objects.create(label=label, pid=os.getpid(), value=threading.current_thread().name)
+
+
+@task(queue="limited")
+async def sleep_in_limited_queue(label: str, seconds: float) -> None:
+    """No time limit of its own: the queue's applies."""
+    await Execution.objects.acreate(label=f"{label}:start", pid=os.getpid())
+    await asyncio.sleep(seconds)
+    await Execution.objects.acreate(label=label, pid=os.getpid())
+
+
+@task(queue="limited", time_limit=30, max_retries=0)
+async def sleep_with_own_limit(label: str, seconds: float) -> None:
+    """Its own time limit wins over the queue's."""
+    await asyncio.sleep(seconds)
+    await Execution.objects.acreate(label=label, pid=os.getpid())
