@@ -223,11 +223,13 @@ class Executor:
                 # The task raised CancelledError of its own: that is its failure.
                 self._fail(job, task, exc, args_json, kwargs_json)
         except Snooze as exc:
-            self._report(job, outcome.snooze(self._attempt(job), exc))
+            snoozed = outcome.snooze(self._attempt(job), exc)
+            self._report(job, snoozed)
             logger.info(
-                "task.snoozed: %s [%s] runs again later",
+                "task.snoozed: %s [%s] runs again in %.1f s",
                 job.name,
                 job.id,
+                snoozed.countdown or 0.0,
                 extra=self._extra(job),
             )
         except BaseException as exc:

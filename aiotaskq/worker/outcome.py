@@ -166,7 +166,7 @@ def _eta(value: Any) -> str | None:
         return None
 
 
-def snooze(attempt: Attempt, exc: Snooze) -> Outcome:
+def snooze(attempt: Attempt, exc: Snooze) -> Retried:
     """A snoozed attempt: run again later, no error recorded, no attempt spent."""
     try:
         seconds = _seconds(exc.seconds, 0.0)

@@ -153,7 +153,9 @@ class Reporter:
 
     async def _write_storable(self, item: Outcome, refused: DatabaseError) -> int:
         """Write ``item`` in a form that is always storable, or drop it."""
-        replacement = _storable(item, f"The attempt's outcome could not be stored: {refused}")
+        replacement = _storable(
+            item, f"The attempt's outcome could not be stored: {refused}", self._worker_id
+        )
         logger.error(
             "outcome.not_storable: %s for task %s: %s; %s",
             type(item).__name__,
@@ -184,10 +186,10 @@ class Reporter:
             return await finish.write(conn, group, self._worker_id)
 
 
-def _storable(item: Outcome, message: str) -> Outcome | None:
+def _storable(item: Outcome, message: str, worker_id: str) -> Outcome | None:
     """The same outcome with nothing of the task's in it, or None when there is nothing
     left to simplify (a refused ack or release says nothing of the task's)."""
-    attempt = decide.Attempt(item.lease, "", "", 0, "")
+    attempt = decide.Attempt(item.lease, "", "", 0, worker_id)
     if isinstance(item, KeptResult | Failed):
         return Failed(item.lease, decide.minimal_error_json(attempt, message))
     if isinstance(item, Retried):
