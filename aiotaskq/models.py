@@ -24,10 +24,12 @@ class State(models.TextChoices):
 class Task(models.Model):
     """One enqueued call of a task.
 
-    A row is ``queued`` until a worker claims it, ``running`` while a worker holds its lease
-    (Active while ``alive_at`` is fresh, Dirty once it is older than ``DIRTY_AFTER``), and
-    ``failed`` when its last attempt raised. A task that succeeds is deleted, unless it keeps
-    its result (``succeeded``, until ``expires_at``; Django's tasks framework).
+    A row is ``queued`` until a worker claims it (*ready* once it is due and has its place,
+    ``pos``, in its queue; a future task gets its place when it falls due), ``running``
+    while a worker holds its lease (Active while ``alive_at`` is fresh, Dirty once it is
+    older than ``DIRTY_AFTER``), and ``failed`` when its last attempt raised. A task that
+    succeeds is deleted, unless it keeps its result (``succeeded``, until ``expires_at``;
+    Django's tasks framework).
     """
 
     id = models.UUIDField(primary_key=True)
@@ -55,6 +57,15 @@ class Task(models.Model):
     return_value = models.JSONField(
         null=True, blank=True, help_text="The JSON-normalised return value, when kept."
     )
+    pos = models.BigIntegerField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=(
+            "The task's place in its queue while it is ready (queued and due): taken from a "
+            "sequence when it becomes ready, empty while it waits for its time."
+        ),
+    )
     retries = models.IntegerField(
         db_default=0, help_text="Failed attempts so far (the retries spent), lost ones included."
     )
@@ -69,13 +80,27 @@ class Task(models.Model):
     class Meta:
         db_table = "aiotaskq_task"
         indexes = [
-            # The claim: due queued tasks of a queue, highest priority first, then oldest.
+            # The claim: ready tasks of a queue and priority, in the order they became
+            # ready. A claim starts each (queue, priority) range at the worker's mark, past
+            # the entries of the tasks it has already taken: under a held xmin horizon those
+            # entries cannot be removed, and walking them is what slowed every claim
+            # (docs/storage.md).
             models.Index(
                 "queue",
                 models.F("priority").desc(),
-                "execute_at",
+                "pos",
                 name="aiotaskq_task_due",
-                condition=models.Q(state="queued"),
+                condition=models.Q(state="queued", pos__isnull=False),
+            ),
+            # Ready tasks by place alone: the marks' look at what became ready since their
+            # last look (new queues and priorities, late commits), a range of positions.
+            # "pos > 0" holds for every position (the sequence starts at 1); it is in the
+            # predicate so that only statements that say it (ready_between) can use this
+            # index: the claim, which could, would then walk every queue's entries in it.
+            models.Index(
+                fields=["pos"],
+                name="aiotaskq_task_ready",
+                condition=models.Q(state="queued", pos__gt=0),
             ),
             # Pruning kept results once they expire.
             models.Index(
@@ -83,20 +108,18 @@ class Task(models.Model):
                 name="aiotaskq_task_result_expiry",
                 condition=models.Q(state="succeeded"),
             ),
-            # The next ETA of a queue (the worker's "next_eta").
+            # Tasks waiting for their time, per queue: the worker's "next_eta" and "promote".
+            # Only these rows enter it: nothing on the way of a task due at once.
             models.Index(
                 fields=["queue", "execute_at"],
                 name="aiotaskq_task_eta",
-                condition=models.Q(state="queued"),
+                condition=models.Q(state="queued", pos__isnull=True),
             ),
-            # The admin's Future view: "execute_at > now()" over every queue is a range of
-            # this index, where aiotaskq_task_eta (queue first) would be read whole, due
-            # rows and all, to find them. Its list (the next first) and its count read only
-            # the future rows. It costs every enqueue one more index entry.
+            # The admin's Future view over every queue, the next first.
             models.Index(
                 fields=["execute_at"],
                 name="aiotaskq_task_queued_eta",
-                condition=models.Q(state="queued"),
+                condition=models.Q(state="queued", pos__isnull=True),
             ),
             # The admin's Failed view, newest first, without reading the queued rows. Only
             # failed rows enter it: nothing on the way of a task that succeeds.
@@ -159,7 +182,9 @@ class PendingManager(GroupManager["PendingTask"]):
 
 class FutureManager(GroupManager["FutureTask"]):
     def condition(self) -> models.Q:
-        return models.Q(state=State.QUEUED, execute_at__gt=Now())
+        # A future task has no place yet ("pos" is taken when it falls due); saying so lets
+        # the query use aiotaskq_task_queued_eta.
+        return models.Q(state=State.QUEUED, pos__isnull=True, execute_at__gt=Now())
 
 
 class ActiveManager(GroupManager["ActiveTask"]):

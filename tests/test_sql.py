@@ -48,8 +48,19 @@ PARAMS: dict[str, dict[str, Any]] = {
     "analyze": {},
     "advisory_try": {"key": 1},
     "advisory_release": {"key": 1},
-    "claim": {"queues": ["q", "r"], "lanes": [0, 1], "demands": [10, 5], "worker_id": "w"},
+    "claim": {
+        "queues": ["q", "r"],
+        "priorities": [0, 0],
+        "starts": [0, 0],
+        "lanes": [0, 1],
+        "demands": [10, 5],
+        "worker_id": "w",
+    },
     "next_eta": {"queues": ["q"]},
+    "promote": {"queues": ["q"], "limit": 10, "channels": [channel_for("q")]},
+    "positions_taken": {},
+    "position_writers": {},
+    "ready_between": {"queues": ["q"], "after": 0, "upto": 2**63 - 1},
     "heartbeat": {"ids": "{" + str(uuid.uuid4()) + "}", "attempts": "{1}", "worker_id": "w"},
     "ack": {"ids": "{" + str(uuid.uuid4()) + "}", "attempts": "{1}", "worker_id": "w"},
     "fail": {
@@ -161,6 +172,17 @@ def _fill(db: Any, queues: list[str]) -> int:
     return int(heap_pages)
 
 
+def _ranges(queues: list[str], lanes: list[int], demands: list[int]) -> dict[str, Any]:
+    """The claim's parameters for the default priority of each queue, read from the start."""
+    return {
+        "queues": queues,
+        "priorities": [0] * len(queues),
+        "starts": [0] * len(queues),
+        "lanes": lanes,
+        "demands": demands,
+    }
+
+
 def _check_plan(top: dict[str, Any], where: str, demands: list[int], heap_pages: int) -> None:
     nodes = _plan_nodes(top)
     due = [n for n in nodes if n.get("Index Name") == "aiotaskq_task_due"]
@@ -183,7 +205,7 @@ def test_claim_walks_the_partial_index(db: Any) -> None:
     # A prepared statement (the worker's) may switch to the generic plan: check both.
     for mode in ("force_custom_plan", "force_generic_plan"):
         for limit in (10, 100):
-            params = {"queues": ["q"], "lanes": [0], "demands": [limit]}
+            params = _ranges(["q"], [0], [limit])
             top = _explain_claim(db, mode, params)
             _check_plan(top, f"{mode}, limit {limit}", [limit], heap_pages)
 
@@ -195,7 +217,7 @@ def test_claim_of_several_lanes_walks_the_partial_index(db: Any) -> None:
     heap_pages = _fill(db, queues)
     for mode in ("force_custom_plan", "force_generic_plan"):
         for demands in ([10, 2, 50, 1], [40, 40, 3, 7]):
-            params = {"queues": queues, "lanes": [0, 1, 2, 3], "demands": demands}
+            params = _ranges(queues, [0, 1, 2, 3], demands)
             top = _explain_claim(db, mode, params)
             where = f"{mode}, demands {demands}"
             due = [n for n in _plan_nodes(top) if n.get("Index Name") == "aiotaskq_task_due"]
@@ -217,15 +239,22 @@ def test_claim_gives_each_lane_its_demand(db: Any) -> None:
         rows = db.execute(
             queries.text("claim"),
             {
-                "queues": ["exports", "critical", "a", "b"],
-                "lanes": [0, 1, 2, 2],
-                "demands": [2, 10, 5, 5],
+                # a's tasks have priority 1: its two ranges (1 and the default 0) ask for
+                # the lane's demand each.
+                "queues": ["exports", "critical", "a", "a", "b"],
+                "priorities": [0, 0, 1, 0, 0],
+                "starts": [0, 0, 0, 0, 0],
+                "lanes": [0, 1, 2, 2, 2],
+                "demands": [2, 10, 5, 5, 5],
                 "worker_id": "w",
             },
         ).fetchall()
     got: dict[str, int] = {}
     for row in rows:
-        got[row[2]] = got.get(row[2], 0) + 1
+        if row[11]:  # Kept; the others say what a lane left, per range.
+            got[row[2]] = got.get(row[2], 0) + 1
+    left = {(row[2], row[9]) for row in rows if not row[11]}
+    assert left == {("b", 0)}
     # exports: its 2 of 500; critical: all 3 it has; the shared lane of a and b: 5, a's
     # higher priority first.
     assert got == {"exports": 2, "critical": 3, "a": 4, "b": 1}
@@ -243,7 +272,19 @@ def test_errors_through_djangos_cursor_are_ours_too() -> None:
 
 
 # The worker's statements, prepared on its pooled connections.
-WORKER_STATEMENTS = ("claim", "next_eta", "heartbeat", "ack", "succeed", "fail", "retry", "release")
+WORKER_STATEMENTS = (
+    "claim",
+    "next_eta",
+    "promote",
+    "positions_taken",
+    "position_writers",
+    "heartbeat",
+    "ack",
+    "succeed",
+    "fail",
+    "retry",
+    "release",
+)
 
 
 def _positional(text: str) -> tuple[str, list[str]]:
@@ -275,7 +316,9 @@ async def test_worker_plans_stay_on_indexes_after_the_table_grows(db: Any) -> No
                 await conn.execute(f"PREPARE probe_{statement} AS {text}".encode())
                 arguments = ", ".join(["%s"] * len(names))
                 executes[statement] = cursor.mogrify(
-                    f"EXECUTE probe_{statement}({arguments})",
+                    f"EXECUTE probe_{statement}({arguments})"
+                    if names
+                    else f"EXECUTE probe_{statement}",
                     [PARAMS[statement][name] for name in names],
                 )
             # Past the five custom plans after which PostgreSQL may keep a generic one.

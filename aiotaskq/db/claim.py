@@ -1,4 +1,6 @@
-"""Taking due tasks (``claim``) and learning when the next one is due (``next_eta``)."""
+"""Taking ready tasks (``claim``), making due future tasks ready (``promote``), learning when
+the next one is due (``next_eta``), and what the worker's marks read (``positions``,
+``ready_between``)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,34 @@ from typing import Any, NamedTuple
 import psycopg
 
 from .connect import translate_errors
+from .listen import channels_for
 from .sql import text
 
-__all__ = ["Claimed", "claim", "next_eta"]
+__all__ = [
+    "Claimed",
+    "Left",
+    "Range",
+    "claim",
+    "next_eta",
+    "position_writers",
+    "positions_taken",
+    "promote",
+    "ready_between",
+]
+
+#: Past every position a sequence can hand out.
+END = 2**63 - 1
+
+
+class Range(NamedTuple):
+    """One (queue, priority) range of a claim: read from position ``start`` on, for ``lane``,
+    at most ``demand`` rows."""
+
+    queue: str
+    priority: int
+    start: int
+    lane: int
+    demand: int
 
 
 class Claimed(NamedTuple):
@@ -26,30 +53,93 @@ class Claimed(NamedTuple):
     retries: int | None
     time_limit: float | None
     expired: bool
+    priority: int
+    pos: int
+
+
+class Left(NamedTuple):
+    """The lowest position a claim locked in a range but did not keep (its lane had enough)."""
+
+    queue: str
+    priority: int
+    pos: int
 
 
 async def claim(
-    conn: psycopg.AsyncConnection[Any],
-    queues: list[str],
-    lanes: list[int],
-    demands: list[int],
-    worker_id: str,
-) -> list[Claimed]:
-    """Claim due tasks for ``worker_id`` in one statement (autocommit): ``queues[i]`` is in
-    lane ``lanes[i]``, and each lane takes at most ``demands[i]`` (its demand, repeated for
-    each of its queues) in all."""
+    conn: psycopg.AsyncConnection[Any], ranges: list[Range], worker_id: str
+) -> tuple[list[Claimed], list[Left]]:
+    """Claim ready tasks for ``worker_id`` in one statement (autocommit), each lane taking at
+    most its demand in all. Returns the rows taken (claimed or expired) and, per range, the
+    lowest position locked but left."""
     with translate_errors("Claiming tasks"):
         cur = await conn.execute(
             text("claim"),
-            {"queues": queues, "lanes": lanes, "demands": demands, "worker_id": worker_id},
+            {
+                "queues": [r.queue for r in ranges],
+                "priorities": [r.priority for r in ranges],
+                "starts": [r.start for r in ranges],
+                "lanes": [r.lane for r in ranges],
+                "demands": [r.demand for r in ranges],
+                "worker_id": worker_id,
+            },
             prepare=True,
         )
-        return [Claimed(*row) for row in await cur.fetchall()]
+        taken: list[Claimed] = []
+        left: list[Left] = []
+        for row in await cur.fetchall():
+            if row[11]:
+                taken.append(Claimed(*row[:11]))
+            else:
+                left.append(Left(row[2], row[9], row[10]))
+        return taken, left
 
 
 async def next_eta(conn: psycopg.AsyncConnection[Any], queues: list[str]) -> float | None:
-    """Seconds until the next future task of ``queues`` is due, or ``None`` if there is none."""
+    """Seconds until the next future task of ``queues`` is due (zero or less: one is due and
+    waits to be promoted), or ``None`` if there is none."""
     with translate_errors("Looking up the next ETA"):
         cur = await conn.execute(text("next_eta"), {"queues": queues}, prepare=True)
         row = await cur.fetchone()
     return row[0] if row else None
+
+
+async def promote(conn: psycopg.AsyncConnection[Any], queues: list[str], limit: int) -> int:
+    """Make future tasks of ``queues`` that have fallen due ready (at most ``limit`` per
+    queue); returns how many."""
+    with translate_errors("Promoting due tasks"):
+        cur = await conn.execute(
+            text("promote"),
+            {"queues": queues, "limit": limit, "channels": channels_for(queues)},
+            prepare=True,
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def positions_taken(conn: psycopg.AsyncConnection[Any]) -> int:
+    """The last position handed out (0 before the first). Read it before
+    ``position_writers``: a position taken before it and not yet visible belongs to one of
+    the writers read after."""
+    with translate_errors("Reading the ready positions"):
+        cur = await conn.execute(text("positions_taken"), prepare=True)
+        row = await cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+async def position_writers(conn: psycopg.AsyncConnection[Any]) -> frozenset[str]:
+    """The transactions that may still be writing the task table."""
+    with translate_errors("Reading the ready positions"):
+        cur = await conn.execute(text("position_writers"), prepare=True)
+        row = await cur.fetchone()
+    return frozenset(row[0] if row else ())
+
+
+async def ready_between(
+    conn: psycopg.AsyncConnection[Any], queues: list[str], after: int, upto: int
+) -> list[tuple[str, int, int]]:
+    """The lowest ready position per (queue, priority) of ``queues`` in ``(after, upto]``."""
+    with translate_errors("Reading the ready positions"):
+        cur = await conn.execute(
+            text("ready_between"), {"queues": queues, "after": after, "upto": upto}
+        )
+        return [(q, int(p), int(pos)) for q, p, pos in await cur.fetchall()]

@@ -68,29 +68,34 @@ SELECT 1;
 
 
 -- name: claim
--- Take due tasks for each lane of the worker, all lanes in one statement: queues[i] belongs
--- to lane lanes[i] and asks for demands[i] rows (its lane's free slots; a lane of several
--- queues repeats its demand for each). The inner SELECT runs once per queue (LATERAL), so
--- each walks the partial index aiotaskq_task_due in (priority DESC, execute_at) order and
--- stops after its demand; the window then keeps, per lane, the demand's best rows. There is
--- no cut across lanes: one lane's backlog cannot crowd another out of the batch. Rows a lane
--- of several queues locks but does not keep stay locked only until this autocommit
--- statement ends.
--- MATERIALIZED fences the per-queue LIMIT, so the UPDATE cannot turn it into a join that
+-- Take ready tasks for each lane of the worker, all lanes in one statement. Row i of the
+-- arrays is one (queue, priority) range of lane lanes[i], read from position starts[i] on
+-- (the worker's mark: positions below it are taken, or held by another claim, or will be
+-- looked at again by the marks) and asking for demands[i] rows (its lane's free slots). The
+-- inner SELECT runs once per range (LATERAL) and walks the partial index aiotaskq_task_due
+-- from the mark, so it never reads the entries of tasks taken before it: under a held xmin
+-- horizon those stay, and walking them is what slowed every claim (docs/storage.md). The
+-- window keeps, per lane, the demand's best rows (priority first, then position); there is no
+-- cut across lanes. Rows a lane locks but does not keep stay locked only until this autocommit
+-- statement ends, and the lowest of them per range comes back (kept = false) so that the
+-- worker's mark does not pass them.
+-- MATERIALIZED fences the per-range LIMIT, so the UPDATE cannot turn it into a join that
 -- locks more. FOR UPDATE SKIP LOCKED lets any number of workers claim side by side without
 -- waiting on each other or taking a row twice. Expired tasks are deleted, not run, in the
 -- same statement. The claim writes the lease (worker_id, attempt): every later write of this
 -- worker checks it.
 WITH picked AS MATERIALIZED (
-    SELECT d.id, d.expires_at, l.demand,
-           row_number() OVER (PARTITION BY l.lane ORDER BY d.priority DESC, d.execute_at) AS n
-    FROM unnest(%(queues)s::text[], %(lanes)s::int[], %(demands)s::int[])
-         AS l(queue, lane, demand)
+    SELECT d.id, d.expires_at, d.pos, l.queue, l.priority, l.demand,
+           row_number() OVER (PARTITION BY l.lane ORDER BY l.priority DESC, d.pos) AS n
+    FROM unnest(%(queues)s::text[], %(priorities)s::int[], %(starts)s::int8[],
+                %(lanes)s::int[], %(demands)s::int[])
+         AS l(queue, priority, start, lane, demand)
     CROSS JOIN LATERAL (
-        SELECT t.id, t.expires_at, t.priority, t.execute_at
+        SELECT t.id, t.expires_at, t.pos
         FROM aiotaskq_task t
-        WHERE t.state = 'queued' AND t.queue = l.queue AND t.execute_at <= now()
-        ORDER BY t.priority DESC, t.execute_at
+        WHERE t.state = 'queued' AND t.pos IS NOT NULL
+          AND t.queue = l.queue AND t.priority = l.priority AND t.pos >= l.start
+        ORDER BY t.pos
         LIMIT l.demand
         FOR UPDATE SKIP LOCKED
     ) AS d
@@ -102,7 +107,7 @@ expired AS (
     DELETE FROM aiotaskq_task t
     USING due
     WHERE t.id = due.id AND due.expires_at <= now()
-    RETURNING t.id, t.name, t.queue
+    RETURNING t.id, t.name, t.queue, t.priority, t.pos
 ),
 claimed AS (
     UPDATE aiotaskq_task t
@@ -111,25 +116,89 @@ claimed AS (
     FROM due
     WHERE t.id = due.id AND (due.expires_at IS NULL OR due.expires_at > now())
     RETURNING t.id, t.name, t.queue, t.args::text AS args, t.kwargs::text AS kwargs, t.attempt,
-              t.retries, t.time_limit
+              t.retries, t.time_limit, t.priority, t.pos
 )
-SELECT id, name, queue, args, kwargs, attempt, retries, time_limit, false AS expired FROM claimed
+SELECT id, name, queue, args, kwargs, attempt, retries, time_limit, false AS expired,
+       priority, pos, true AS kept
+FROM claimed
 UNION ALL
-SELECT id, name, queue, NULL, NULL, NULL, NULL, NULL, true FROM expired;
+SELECT id, name, queue, NULL, NULL, NULL, NULL, NULL, true, priority, pos, true FROM expired
+UNION ALL
+SELECT NULL, NULL, queue, NULL, NULL, NULL, NULL, NULL, false, priority, min(pos), false
+FROM picked WHERE n > demand GROUP BY queue, priority;
 
 
 -- name: next_eta
 -- In how many seconds (by the database clock, so the worker's own clock does not matter)
--- the next queued task of these queues becomes due; the fetcher sleeps until then.
--- Reads only; one short walk of aiotaskq_task_eta per queue.
+-- the next future task of these queues falls due: negative when one is due and waits for
+-- "promote". The fetcher sleeps until then. Reads only; one short walk of aiotaskq_task_eta
+-- (future tasks alone) per queue.
 SELECT extract(epoch FROM min(n.execute_at) - clock_timestamp())::float8 AS due_in
 FROM unnest(%(queues)s::text[]) AS q(queue)
 CROSS JOIN LATERAL (
     SELECT t.execute_at FROM aiotaskq_task t
-    WHERE t.state = 'queued' AND t.queue = q.queue AND t.execute_at > now()
+    WHERE t.state = 'queued' AND t.pos IS NULL AND t.queue = q.queue
     ORDER BY t.execute_at
     LIMIT 1
 ) AS n;
+
+
+-- name: promote
+-- Future tasks of these queues that have fallen due become ready: each takes its place
+-- (pos) now, at the end of its queue, in the order of their ETAs. A bounded batch; SKIP
+-- LOCKED lets workers promote side by side. Autocommit: the rows are claimable once it
+-- returns, and the queues' workers are woken if any was promoted. Returns how many.
+WITH due AS (
+    SELECT n.id
+    FROM unnest(%(queues)s::text[]) AS q(queue)
+    CROSS JOIN LATERAL (
+        SELECT t.id, t.execute_at FROM aiotaskq_task t
+        WHERE t.state = 'queued' AND t.pos IS NULL AND t.queue = q.queue
+          AND t.execute_at <= now()
+        ORDER BY t.execute_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS n
+    ORDER BY n.execute_at
+),
+promoted AS (
+    UPDATE aiotaskq_task t
+    SET pos = nextval('aiotaskq_task_pos')
+    FROM due
+    WHERE t.id = due.id
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM promoted) AS promoted,
+       (SELECT count(pg_notify(c, '')) FROM unnest(%(channels)s::text[]) AS c
+        WHERE EXISTS (SELECT 1 FROM promoted)) AS woken;
+
+
+-- name: positions_taken
+-- The last position handed out (NULL before the first), read before "position_writers".
+SELECT pg_sequence_last_value('aiotaskq_task_pos'::regclass) AS last;
+
+
+-- name: position_writers
+-- The transactions that may still be writing the task table (they hold its RowExclusiveLock
+-- until they end): any position taken before "positions_taken" but not yet visible belongs
+-- to one of them. A session that only reads, or holds a snapshot without touching the table
+-- (the long transaction of docs/storage.md), is not among them.
+SELECT coalesce(array_agg(virtualtransaction), '{}') AS writers
+FROM pg_locks
+WHERE locktype = 'relation' AND relation = 'aiotaskq_task'::regclass
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND mode = 'RowExclusiveLock';
+
+
+-- name: ready_between
+-- The lowest ready position per (queue, priority) of these queues in (after, upto]: what
+-- became ready in a range the marks had not looked at (a new queue or priority, a late
+-- commit). One range of aiotaskq_task_ready. Reads only.
+SELECT queue, priority, min(pos) AS pos
+FROM aiotaskq_task
+WHERE state = 'queued' AND pos > 0 AND pos > %(after)s AND pos <= %(upto)s
+  AND queue = ANY(%(queues)s::text[])
+GROUP BY queue, priority;
 
 
 -- name: heartbeat
@@ -254,13 +323,18 @@ WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
 WITH retried AS (
     UPDATE aiotaskq_task t
     SET state = 'queued', worker_id = NULL, started_at = NULL, alive_at = NULL,
-        execute_at = COALESCE(l.eta, now() + make_interval(secs => COALESCE(l.countdown, 0))),
+        execute_at = e.at,
+        -- Due at once: ready again at the end of its queue; else it waits for "promote".
+        pos = CASE WHEN e.at <= now() THEN nextval('aiotaskq_task_pos') END,
         retries = t.retries + (l.error IS NOT NULL)::int,
         errors = CASE WHEN l.error IS NULL THEN t.errors
                       ELSE (CASE WHEN jsonb_array_length(t.errors) < 20 THEN t.errors
                                  ELSE t.errors - 10 END) || jsonb_build_array(l.error) END
     FROM jsonb_to_recordset(%(items)s::jsonb)
          AS l(id uuid, attempt int, error jsonb, countdown float8, eta timestamptz)
+    CROSS JOIN LATERAL (
+        SELECT COALESCE(l.eta, now() + make_interval(secs => COALESCE(l.countdown, 0))) AS at
+    ) AS e
     WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
       AND t.state = 'running'
     RETURNING 1
@@ -274,7 +348,8 @@ FROM unnest(%(channels)s::text[]) AS c;
 -- stays counted, no error is recorded), and the other workers are woken at commit.
 WITH released AS (
     UPDATE aiotaskq_task t
-    SET state = 'queued', worker_id = NULL, started_at = NULL, alive_at = NULL
+    SET state = 'queued', worker_id = NULL, started_at = NULL, alive_at = NULL,
+        pos = nextval('aiotaskq_task_pos')
     FROM unnest(%(ids)s::text::uuid[], %(attempts)s::text::int[]) AS l(id, attempt)
     WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
       AND t.state = 'running'
@@ -308,6 +383,8 @@ SET state = CASE WHEN dirty.max_retries IS NOT NULL AND t.retries >= dirty.max_r
     finished_at = CASE WHEN dirty.max_retries IS NOT NULL AND t.retries >= dirty.max_retries
                        THEN now() END,
     worker_id = NULL, started_at = NULL, alive_at = NULL, execute_at = now(),
+    pos = CASE WHEN dirty.max_retries IS NOT NULL AND t.retries >= dirty.max_retries
+               THEN NULL ELSE nextval('aiotaskq_task_pos') END,
     retries = t.retries + 1,
     errors = (CASE WHEN jsonb_array_length(t.errors) < 20 THEN t.errors ELSE t.errors - 10 END)
              || jsonb_build_array(jsonb_build_object(
@@ -366,7 +443,7 @@ WITH picked AS (
 )
 UPDATE aiotaskq_task t
 SET state = 'queued', execute_at = now(), worker_id = NULL, started_at = NULL,
-    alive_at = NULL, finished_at = NULL
+    alive_at = NULL, finished_at = NULL, pos = nextval('aiotaskq_task_pos')
 FROM picked WHERE t.id = picked.id
 RETURNING t.id, t.queue;
 

@@ -1,5 +1,6 @@
-"""Claiming: wake on a notification, the next ETA or the safety poll; claim as many due tasks
-as each lane has free slots, for all lanes in one statement."""
+"""Claiming: wake on a notification, the next ETA or the safety poll; claim as many ready
+tasks as each lane has free slots, for all lanes in one statement, each range from the
+worker's mark (``marks.py``); make future tasks ready once they fall due."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from ..db.claim import Claimed, claim, next_eta
+from ..db.claim import Claimed, claim, next_eta, promote
 from ..db.connect import WorkerDatabase
 from ..errors import DatabaseError, DatabaseUnreachable
 from .events import first_of
 from .executor import Executor
+from .marks import Marks
 
 __all__ = ["Fetcher"]
 
 logger = logging.getLogger(__name__)
 
 _BACKOFF_MAX = 2.0
+#: At most this many future tasks of a queue made ready at a time.
+_PROMOTE_LIMIT = 1000
 
 
 class Fetcher:
@@ -34,8 +38,10 @@ class Fetcher:
         poll_interval: float,
         batch: int,
         burst: bool,
+        marks: Marks | None = None,
     ) -> None:
         self._db = db
+        self.marks = marks if marks is not None else Marks(queues)
         self._executor = executor
         self._queues = queues
         self._worker_id = worker_id
@@ -63,8 +69,15 @@ class Fetcher:
         """
         behind = set(self._all)  # Claim at once on start: tasks may be waiting.
         backoff = 0.1
-        due_in: float | None = None
+        # When the next future task falls due (loop time), and when that was last asked.
+        loop = asyncio.get_running_loop()
+        due_at: float | None = loop.time()
+        asked_at = loop.time()
         executor = self._executor
+        marks = self.marks
+        # The first claim waits for the marks' first look, which learns the priorities of
+        # the rows waiting (else it would take the default priority's first).
+        await self._wait(marks.known.wait(), None)
         while not self._stopping.is_set():
             if not (behind and executor.claimable(behind, self._batch)):
                 if self._burst and not behind:
@@ -76,10 +89,12 @@ class Fetcher:
                 waiters: list[Awaitable[Any]] = [self._wake.wait()]
                 if behind:
                     waiters.append(executor.wait_for_slots(behind, self._batch))
-                if self._burst or (due_in is None and behind == self._all):
+                if self._burst or (due_at is None and behind == self._all):
                     timeout = None
+                elif due_at is None:
+                    timeout = self._poll
                 else:
-                    timeout = self._poll if due_in is None else max(0.0, min(self._poll, due_in))
+                    timeout = max(0.0, min(self._poll, due_at - loop.time()))
                 await first_of(*waiters, self._stopping.wait(), timeout=timeout)
             if self._stopping.is_set():
                 return
@@ -92,18 +107,26 @@ class Fetcher:
                 continue
             try:
                 async with self._db.connection("Claiming tasks") as conn:
-                    rows = await claim(
-                        conn,
-                        self._claim_queues,
-                        self._claim_lanes,
-                        [demands[lane] for lane in self._claim_lanes],
-                        self._worker_id,
-                    )
+                    if due_at is not None and loop.time() >= due_at:
+                        await promote(conn, self._queues, _PROMOTE_LIMIT)
+                        due_at = None
+                    started = marks.ranges(self._claim_queues, self._lane_of, demands)
+                    rows, left = await claim(conn, started.ranges, self._worker_id)
+                    marks.claimed(started, rows, left)
                     # Start the claimed jobs before anything else is awaited: they run while
                     # the next ETA is looked up.
                     executor.start(rows)
                     behind = self._behind(demands, rows)
-                    due_in = None if behind == self._all else await next_eta(conn, self._queues)
+                    # A lane behind claims again at once; the next ETA is still asked for
+                    # at least every poll interval, so that future tasks are made ready
+                    # under a backlog too.
+                    stale = loop.time() - asked_at >= self._poll
+                    if behind != self._all or due_at is None or stale:
+                        due_in = await next_eta(conn, self._queues)
+                        asked_at = loop.time()
+                        due_at = None if due_in is None else asked_at + max(0.0, due_in)
+                        if due_in is not None and due_in <= 0:
+                            behind = set(self._all)  # Promote and claim at once.
             except DatabaseError as exc:
                 if not isinstance(exc, DatabaseUnreachable):
                     logger.warning(

@@ -28,6 +28,7 @@ from .heartbeat import Heartbeat
 from .lanes import LanePlan, plan_lanes
 from .listener import Listener
 from .loops import every, supervised
+from .marks import SETTLE_EVERY, Marks, MarksLoop
 from .recycle import Recycler, Recycling
 from .reporter import Reporter
 from .rescue import Rescuer
@@ -131,6 +132,7 @@ class Worker:
         self.ready: asyncio.Event | None = None
         self.listener: Listener | None = None
         self.executor: Executor | None = None
+        self.marks: Marks | None = None
         #: Sync tasks still running in their threads when :meth:`run` returned (their rows
         #: were given back, or their attempts failed past a hard time limit). A process
         #: that owns the worker may exit without waiting.
@@ -232,9 +234,25 @@ class Worker:
         )
         self.executor = executor
         db.on_back = functools.partial(self._database_back, reporter, wake)
+        marks = Marks(self.queues)
+        self.marks = marks
         try:
             async with anyio.create_task_group() as loops:
-                for name, loop in self._side_loops(db, executor, reporter, db_threads, wake):
+                side_loops = self._side_loops(db, executor, reporter, db_threads, wake)
+                side_loops.append(
+                    (
+                        "marks",
+                        functools.partial(
+                            every,
+                            SETTLE_EVERY,
+                            MarksLoop(db, marks, self.queues, wake, self.id).look_once,
+                            "marks",
+                            first=True,
+                            extra={"worker_id": self.id},
+                        ),
+                    )
+                )
+                for name, loop in side_loops:
                     loops.start_soon(
                         functools.partial(supervised, name, loop, extra={"worker_id": self.id}),
                         name=f"aiotaskq-{name}",
@@ -263,6 +281,7 @@ class Worker:
                     poll_interval=settings.POLL_INTERVAL,
                     batch=settings.CLAIM_BATCH,
                     burst=self.config.burst,
+                    marks=marks,
                 )
                 await fetcher.run()
                 await self._drain(executor, reporter)
