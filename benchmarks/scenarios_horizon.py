@@ -48,6 +48,9 @@ STALL_LIMIT = 0.25
 EXPLAIN_AT = (0.5, 0.9)
 #: The claim's batch in the explained claim (the worker claims its free slots, up to 500).
 EXPLAIN_CLAIM_LIMIT = 32
+#: How far behind the last position handed out (besides the depth) the explained claim
+#: starts: about a second of the higher rate, more than the worker's mark lags.
+EXPLAIN_MARK_LAG = 5000
 #: Leases looked up by the explained heartbeat and ack (the worker's in-flight tasks).
 EXPLAIN_LEASES = CONCURRENCY
 #: The worker's running count comes every this many tasks (the probe's ``AIOTASKQ_BENCH_EVERY``).
@@ -312,9 +315,28 @@ def explain_worker_statements(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     from aiotaskq.db.sql import text
 
     out: dict[str, Any] = {}
-    claim = {"queues": ["default"], "limit": EXPLAIN_CLAIM_LIMIT, "worker_id": "explain"}
+    # The worker claims each range from its mark, which it keeps in memory: a little behind
+    # the newest ready rows (the settled position lags by a look, 25 ms, and what was
+    # enqueued since). Explained from the last position handed out less the queue's depth
+    # and a second of the load: a start no later than the worker's. And from position 0:
+    # what a claim would walk without a mark.
+    (last,) = conn.execute("SELECT pg_sequence_last_value('aiotaskq_task_pos')").fetchone() or (0,)
+    (depth,) = conn.execute(
+        f"SELECT count(*) FROM {TABLE} WHERE state = 'queued' AND pos IS NOT NULL"
+    ).fetchone() or (0,)
+    start = max(0, int(last or 0) - int(depth) - EXPLAIN_MARK_LAG)
+    claim = {
+        "queues": ["default"],
+        "priorities": [0],
+        "starts": [start],
+        "lanes": [0],
+        "demands": [EXPLAIN_CLAIM_LIMIT],
+        "worker_id": "explain",
+    }
+    out["claim_start"] = start
     out["claim"] = explain(conn, text("claim"), claim)
     out["claim_generic"] = explain_generic(conn, text("claim"), claim)
+    out["claim_from_zero"] = explain(conn, text("claim"), {**claim, "starts": [0]})
     leases = conn.execute(
         f"SELECT id, attempt FROM {TABLE} WHERE state = 'running' AND started_at IS NOT NULL "
         "LIMIT %s",
@@ -324,7 +346,7 @@ def explain_worker_statements(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     if len(leases) < EXPLAIN_LEASES:
         leases += conn.execute(
             f"SELECT id, attempt FROM {TABLE} WHERE state = 'queued' AND queue = 'default' "
-            "AND execute_at <= now() ORDER BY priority DESC, execute_at LIMIT %s",
+            "AND pos IS NOT NULL ORDER BY pos DESC LIMIT %s",
             (EXPLAIN_LEASES - len(leases),),
         ).fetchall()
     params = {

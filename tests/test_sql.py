@@ -59,6 +59,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "next_eta": {"queues": ["q"]},
     "promote": {"queues": ["q"], "limit": 10, "channels": [channel_for("q")]},
     "positions_taken": {},
+    "oldest_snapshot": {},
     "position_writers": {},
     "ready_between": {"queues": ["q"], "after": 0, "upto": 2**63 - 1},
     "heartbeat": {"ids": "{" + str(uuid.uuid4()) + "}", "attempts": "{1}", "worker_id": "w"},

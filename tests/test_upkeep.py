@@ -71,3 +71,41 @@ async def test_keeper_leaves_the_table_to_autovacuum(db: psycopg.Connection[Any]
         assert await TableKeeper(pool, "test-worker").keep_once() is None
     finally:
         await pool.close()
+
+
+@pytest.mark.usefixtures("autovacuum_off_for_the_table")
+async def test_keeper_waits_while_a_snapshot_holds_the_horizon(
+    db: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A VACUUM under a long transaction removes nothing that died after that transaction
+    began; the keeper runs it once, then waits for the transaction to end instead of reading
+    the whole table every 10 s for nothing."""
+
+    def churn() -> None:
+        before = _dead_rows(db)
+        db.execute(
+            "INSERT INTO aiotaskq_task (id, name, queue) "
+            "SELECT gen_random_uuid(), 't', 'q' FROM generate_series(1, %s)",
+            (VACUUM_DEAD_ROWS * 2,),
+        )
+        db.execute("DELETE FROM aiotaskq_task")
+        wait_for(lambda: _dead_rows(db) >= before + VACUUM_DEAD_ROWS * 2, what="dead rows")
+
+    pool = WorkerDatabase("aiotaskq-upkeep-test", 2)
+    await pool.open(wait=False)
+    holder = psycopg.connect(task_db_conninfo(), autocommit=True)
+    try:
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        holder.execute("SELECT txid_current()")
+        keeper = TableKeeper(pool, "test-worker")
+        churn()
+        assert await keeper.keep_once() == "vacuum"
+        churn()
+        assert await keeper.keep_once() is None, "VACUUM again under the same horizon"
+        assert "upkeep.horizon_held" in caplog.text
+        holder.execute("ROLLBACK")
+        assert await keeper.keep_once() == "vacuum"
+        wait_for(lambda: _dead_rows(db) == 0, what="the dead rows to be gone")
+    finally:
+        holder.close()
+        await pool.close()

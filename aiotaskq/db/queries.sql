@@ -272,6 +272,17 @@ FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
 WHERE s.relid = 'aiotaskq_task'::regclass;
 
 
+-- name: oldest_snapshot
+-- The oldest snapshot any session of the database holds (its backend_xmin, as text): VACUUM
+-- removes only the rows that died before it. While the same one stays the oldest, a second
+-- VACUUM removes nothing the first could not (a long transaction holds the horizon).
+SELECT backend_xmin::text AS xmin, pid
+FROM pg_stat_activity
+WHERE datname = current_database() AND backend_xmin IS NOT NULL
+ORDER BY age(backend_xmin) DESC
+LIMIT 1;
+
+
 -- name: vacuum
 -- Only where autovacuum does not run: dead rows of deleted tasks removed, statistics renewed.
 -- Takes no lock that enqueue, claim or ack wait for. Outside any transaction.

@@ -11,7 +11,7 @@ import psycopg
 from .connect import conninfo, translate_errors
 from .sql import text
 
-__all__ = ["UPKEEP_LOCK", "Health", "analyze", "table_health", "vacuum"]
+__all__ = ["UPKEEP_LOCK", "Health", "analyze", "oldest_snapshot", "table_health", "vacuum"]
 
 #: The advisory lock (a bigint) that one worker at a time holds while it keeps the table.
 UPKEEP_LOCK = 0x6169_6F74_6B71_0001
@@ -34,6 +34,14 @@ async def table_health(conn: psycopg.AsyncConnection[Any]) -> Health | None:
         return None
     dead, live, changed, autovacuum = row
     return Health(int(dead or 0), int(live or 0), int(changed or 0), bool(autovacuum))
+
+
+async def oldest_snapshot(conn: psycopg.AsyncConnection[Any]) -> tuple[str, int] | None:
+    """The oldest snapshot a session of the database holds: (its xmin, the session's pid)."""
+    with translate_errors("Reading the oldest snapshot"):
+        cur = await conn.execute(text("oldest_snapshot"))
+        row = await cur.fetchone()
+    return (str(row[0]), int(row[1])) if row else None
 
 
 async def _maintain(statement: str) -> bool:

@@ -30,6 +30,7 @@ class Fetcher:
         self,
         db: WorkerDatabase,
         executor: Executor,
+        marks: Marks,
         *,
         queues: list[str],
         worker_id: str,
@@ -38,10 +39,9 @@ class Fetcher:
         poll_interval: float,
         batch: int,
         burst: bool,
-        marks: Marks | None = None,
     ) -> None:
         self._db = db
-        self.marks = marks if marks is not None else Marks(queues)
+        self.marks = marks
         self._executor = executor
         self._queues = queues
         self._worker_id = worker_id

@@ -28,7 +28,7 @@ from .heartbeat import Heartbeat
 from .lanes import LanePlan, plan_lanes
 from .listener import Listener
 from .loops import every, supervised
-from .marks import SETTLE_EVERY, Marks, MarksLoop
+from .marks import Marks, MarksLoop
 from .recycle import Recycler, Recycling
 from .reporter import Reporter
 from .rescue import Rescuer
@@ -239,19 +239,7 @@ class Worker:
         try:
             async with anyio.create_task_group() as loops:
                 side_loops = self._side_loops(db, executor, reporter, db_threads, wake)
-                side_loops.append(
-                    (
-                        "marks",
-                        functools.partial(
-                            every,
-                            SETTLE_EVERY,
-                            MarksLoop(db, marks, self.queues, wake, self.id).look_once,
-                            "marks",
-                            first=True,
-                            extra={"worker_id": self.id},
-                        ),
-                    )
-                )
+                side_loops.append(("marks", MarksLoop(db, marks, self.queues, wake, self.id).run))
                 for name, loop in side_loops:
                     loops.start_soon(
                         functools.partial(supervised, name, loop, extra={"worker_id": self.id}),
@@ -274,6 +262,7 @@ class Worker:
                 fetcher = Fetcher(
                     db,
                     executor,
+                    marks,
                     queues=self.queues,
                     worker_id=self.id,
                     wake=wake,
@@ -281,7 +270,6 @@ class Worker:
                     poll_interval=settings.POLL_INTERVAL,
                     batch=settings.CLAIM_BATCH,
                     burst=self.config.burst,
-                    marks=marks,
                 )
                 await fetcher.run()
                 await self._drain(executor, reporter)

@@ -47,13 +47,25 @@ from ..db.claim import (
     ready_between,
 )
 from ..db.connect import WorkerDatabase
+from .loops import every
 
-__all__ = ["LONG_WRITER", "RESYNC_EVERY", "SETTLE_EVERY", "Marks", "MarksLoop", "Settler"]
+__all__ = [
+    "LONG_WRITER",
+    "RESYNC_EVERY",
+    "SETTLE_EVERY",
+    "SETTLE_IDLE",
+    "Marks",
+    "MarksLoop",
+    "Settler",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two looks at the positions.
+#: Seconds between two looks at the positions while tasks become ready...
 SETTLE_EVERY = 0.025
+#: ... and once none has for a second (a claim then finds a new task all the same: its
+#: position is above the settled one).
+SETTLE_IDLE = 0.25
 #: Seconds a writer may hold the settled position back.
 LONG_WRITER = 1.0
 #: Seconds between two full looks.
@@ -233,6 +245,22 @@ class MarksLoop:
         self._wake = wake
         self._worker_id = worker_id
         self._resync_at = 0.0  # A full look at once.
+        self._changed_at = 0.0
+
+    async def run(self) -> None:
+        """Look every ``SETTLE_EVERY`` seconds, or every ``SETTLE_IDLE`` once no position has
+        been taken for a second."""
+        await every(0.0, self._step, "marks", first=True, extra={"worker_id": self._worker_id})
+
+    async def _step(self) -> None:
+        failed = True
+        try:
+            await self.look_once()
+            failed = False
+        finally:
+            # After a failure (logged by ``every``), a second before the next look.
+            idle = time.monotonic() - self._changed_at > 1.0
+            await asyncio.sleep(1.0 if failed else SETTLE_IDLE if idle else SETTLE_EVERY)
 
     async def look_once(self) -> None:
         settler = self._marks.settler
@@ -241,6 +269,7 @@ class MarksLoop:
             now = time.monotonic()
             ranges: list[tuple[int, int]] = []
             if not settler.unchanged(last):
+                self._changed_at = now
                 writers = await position_writers(conn)
                 ranges = settler.look(last, writers, time.monotonic())
             if now >= self._resync_at:

@@ -61,11 +61,16 @@ class TableKeeper:
         self._db = db
         self._worker_id = worker_id
         self._told = False
+        # The oldest snapshot of the database when the last VACUUM started, and whether
+        # the keeper has said that it waits for it.
+        self._vacuumed_under: tuple[str, int] | None = None
+        self._told_held = False
 
     async def keep_once(self) -> str | None:
         """Vacuum or analyze if needed; return what was done ("vacuum", "analyze") or None."""
         async with self._db.connection("Reading the task table's statistics") as conn:
             health = await upkeep.table_health(conn)
+            oldest = await upkeep.oldest_snapshot(conn)
         if health is None or health.autovacuum:
             return None
         if not self._told:
@@ -77,7 +82,25 @@ class TableKeeper:
             )
         extra = health.live_rows // 5
         if health.dead_rows > VACUUM_DEAD_ROWS + extra:
-            return await self._do("vacuum", upkeep.vacuum, health)
+            if oldest is not None and oldest == self._vacuumed_under:
+                # The session that held the oldest snapshot at the last VACUUM still holds
+                # it: nothing that died since can be removed, and a VACUUM would read the
+                # whole table and every index for nothing (seconds, on a table that only
+                # grows while it lasts).
+                if not self._told_held:
+                    self._told_held = True
+                    logger.warning(
+                        "upkeep.horizon_held: session %d holds a snapshot older than the task "
+                        "table's dead rows; VACUUM waits until it ends (see docs/storage.md)",
+                        oldest[1],
+                        extra={"worker_id": self._worker_id},
+                    )
+                return None
+            self._told_held = False
+            done = await self._do("vacuum", upkeep.vacuum, health)
+            if done:
+                self._vacuumed_under = oldest
+            return done
         if health.changed_since_analyze > ANALYZE_CHANGED_ROWS + health.live_rows // 10:
             return await self._do("analyze", upkeep.analyze, health)
         return None
