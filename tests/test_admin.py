@@ -497,9 +497,9 @@ def test_a_large_table_is_never_counted_whole(db: psycopg.Connection[Any], admin
         "failed": 1000,
         "succeeded": 1000,
     }
-    # The pages of the index that holds every queued row by queue (the Future view's count
-    # read it whole when it was the only index on execute_at).
-    queued_pages = _pages(db, "aiotaskq_task_eta")
+    # The pages of the index that holds every ready row by queue: the backlog beside the
+    # small groups.
+    queued_pages = _pages(db, "aiotaskq_task_due")
     for group in GROUPS:
         admin.get(url(group))  # the session, warm
         with CaptureQueriesContext(connection) as queries:
