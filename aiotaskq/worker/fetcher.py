@@ -111,7 +111,11 @@ class Fetcher:
                         await promote(conn, self._queues, _PROMOTE_LIMIT)
                         due_at = None
                     started = marks.ranges(self._claim_queues, self._lane_of, demands)
-                    rows, left = await claim(conn, started.ranges, self._worker_id)
+                    try:
+                        rows, left = await claim(conn, started.ranges, self._worker_id)
+                    except BaseException:
+                        marks.abandoned(started)
+                        raise
                     marks.claimed(started, rows, left)
                     # Start the claimed jobs before anything else is awaited: they run while
                     # the next ETA is looked up.

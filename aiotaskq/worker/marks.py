@@ -98,6 +98,11 @@ class Settler:
         """Nothing to follow: the writers need not be read until a new position is taken."""
         return self._looked and self.settled >= self._last and not self._writers
 
+    @property
+    def last(self) -> int:
+        """The highest last position seen by a look."""
+        return self._last
+
     def unchanged(self, last: int) -> bool:
         return self.idle and last == self._last
 
@@ -141,6 +146,7 @@ class _Claim:
 
     generation: int
     settled: int
+    epoch: int
     ranges: list[Range] = field(default_factory=list)
 
 
@@ -155,6 +161,10 @@ class Marks:
         #: Lowered by a look while a claim was out: (position, generation).
         self._lowered: dict[Key, tuple[int, int]] = {}
         self._generation = 0
+        # Claims made from these marks and not yet answered.
+        self._out = 0
+        # Bumped when the positions start again (the sequence was reset).
+        self._epoch = 0
         for queue in queues:
             # The default priority is known from the start; any other is learned from the
             # looks (or from the full look at start). Position 0: the first claim reads it
@@ -172,7 +182,8 @@ class Marks:
 
     def ranges(self, queues: list[str], lane_of: dict[str, int], demands: list[int]) -> _Claim:
         """The claim's ranges: every known priority of each queue whose lane asks for rows."""
-        claim = _Claim(self._generation, self.settler.settled)
+        claim = _Claim(self._generation, self.settler.settled, self._epoch)
+        self._out += 1
         for queue in queues:
             lane = lane_of[queue]
             demand = demands[lane]
@@ -186,6 +197,9 @@ class Marks:
 
     def claimed(self, claim: _Claim, taken: list[Claimed], left: list[Left]) -> None:
         """Move the marks of a claim's ranges past what it took, never past what it left."""
+        self._out -= 1
+        if claim.epoch != self._epoch:
+            return  # Made before the positions started again: its positions mean nothing.
         top: dict[Key, int] = {}
         count: dict[Key, int] = {}
         for row in taken:
@@ -211,20 +225,41 @@ class Marks:
             if lowered is not None and lowered[1] <= claim.generation:
                 del self._lowered[key]
 
+    def abandoned(self, claim: _Claim) -> None:
+        """A claim that got no answer (it failed): the marks stay where they were."""
+        self._out -= 1
+
     def saw(self, found: Iterable[tuple[str, int, int]]) -> bool:
         """Ready rows found by a look (queue, priority, lowest position): lower the marks
-        above them, learn new priorities. True if a claim should be made."""
+        above them, learn new priorities. True if a claim should be made.
+
+        While a claim is out, a row at or above a range's start is recorded as well: that
+        claim's snapshot may predate the row's commit, and its answer would move the mark
+        past the row."""
         moved = False
         for queue, priority, pos in found:
             key = (queue, priority)
             if key not in self._marks:
                 self._marks[key] = pos
                 moved = True
-            elif pos < self.start(key):
+            elif pos < self.start(key) or self._out > 0:
+                lowered = self._lowered.get(key)
                 self._generation += 1
-                self._lowered[key] = (pos, self._generation)
+                self._lowered[key] = (
+                    pos if lowered is None else min(pos, lowered[0]),
+                    self._generation,
+                )
                 moved = True
         return moved
+
+    def restart(self) -> None:
+        """The positions started again from a lower one (the sequence was reset: ``manage.py
+        flush``, ``TRUNCATE ... RESTART IDENTITY``): every mark back to the start."""
+        self.settler = Settler()
+        self._epoch += 1
+        self._lowered.clear()
+        for key in self._marks:
+            self._marks[key] = 0
 
 
 class MarksLoop:
@@ -246,6 +281,8 @@ class MarksLoop:
         self._worker_id = worker_id
         self._resync_at = 0.0  # A full look at once.
         self._changed_at = 0.0
+        # Ranges to read, kept until read (a look that fails reads them next time).
+        self._unread: list[tuple[int, int]] = []
 
     async def run(self) -> None:
         """Look every ``SETTLE_EVERY`` seconds, or every ``SETTLE_IDLE`` once no position has
@@ -263,20 +300,33 @@ class MarksLoop:
             await asyncio.sleep(1.0 if failed else SETTLE_IDLE if idle else SETTLE_EVERY)
 
     async def look_once(self) -> None:
-        settler = self._marks.settler
+        marks = self._marks
         async with self._db.connection("Reading the ready positions") as conn:
             last = await positions_taken(conn)
             now = time.monotonic()
-            ranges: list[tuple[int, int]] = []
+            if last < marks.settler.last:
+                logger.info(
+                    "marks.restarted: the ready positions started again (%d after %d)",
+                    last,
+                    marks.settler.last,
+                    extra={"worker_id": self._worker_id},
+                )
+                marks.restart()
+                self._resync_at = now
+                self._wake.set()  # A claim made meanwhile read from the old marks.
+            settler = marks.settler
             if not settler.unchanged(last):
                 self._changed_at = now
                 writers = await position_writers(conn)
-                ranges = settler.look(last, writers, time.monotonic())
+                self._unread += settler.look(last, writers, time.monotonic())
             if now >= self._resync_at:
                 self._resync_at = now + RESYNC_EVERY
-                ranges = [(0, END)]
-            for after, upto in ranges:
-                found = await ready_between(conn, self._queues, after, upto)
-                if self._marks.saw(found):
-                    self._wake.set()
-        self._marks.known.set()
+                self._unread = [(0, END)]
+            while self._unread:
+                after, upto = self._unread[0]
+                if after < upto:
+                    found = await ready_between(conn, self._queues, after, upto)
+                    if marks.saw(found):
+                        self._wake.set()
+                self._unread.pop(0)
+        marks.known.set()
