@@ -162,7 +162,8 @@ def _queue_option(queue: str, key: str, value: Any) -> int | float:
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
-            or not math.isfinite(value)
+            # isfinite() of an int past a float's range raises: only floats are asked.
+            or (isinstance(value, float) and not math.isfinite(value))
             or not 0 < value <= MAX_TIME_LIMIT
         ):
             raise ConfigurationError(

@@ -315,6 +315,9 @@ def explain_worker_statements(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     from aiotaskq.db.sql import text
 
     out: dict[str, Any] = {}
+    # The worker's sessions turn sequential scans off (aiotaskq/db/connect.py): so does this
+    # one, so that the plans explained are the worker's.
+    conn.execute("SET enable_seqscan = off")
     # The worker claims each range from its mark, which it keeps in memory: a little behind
     # the newest ready rows (the settled position lags by a look, 25 ms, and what was
     # enqueued since). Explained from the last position handed out less the queue's depth

@@ -15,7 +15,7 @@ from typing import Any
 import django
 import pytest
 from django.test import override_settings
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import aiotaskq
@@ -354,6 +354,8 @@ QUEUES_SETTINGS = (
 
 @settings(max_examples=300, deadline=None)
 @given(QUEUES_SETTINGS)
+# An int past a float's range (math.isfinite raised OverflowError on it).
+@example({"q": {"time_limit": 10**400}})
 def test_any_queues_setting_is_accepted_or_one_clear_line(value: Any) -> None:
     with override_settings(AIOTASKQ={"QUEUES": value}):
         try:

@@ -101,7 +101,9 @@ async def test_keeper_waits_while_a_snapshot_holds_the_horizon(
         churn()
         assert await keeper.keep_once() == "vacuum"
         churn()
-        assert await keeper.keep_once() is None, "VACUUM again under the same horizon"
+        # No VACUUM; an ANALYZE still renews the statistics the churn made stale.
+        assert await keeper.keep_once() == "analyze", "VACUUM again under the same horizon"
+        assert await keeper.keep_once() is None
         assert "upkeep.horizon_held" in caplog.text
         holder.execute("ROLLBACK")
         assert await keeper.keep_once() == "vacuum"

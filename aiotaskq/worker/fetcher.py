@@ -125,7 +125,7 @@ class Fetcher:
                     # at least every poll interval, so that future tasks are made ready
                     # under a backlog too.
                     stale = loop.time() - asked_at >= self._poll
-                    if behind != self._all or due_at is None or stale:
+                    if behind != self._all or stale:
                         due_in = await next_eta(conn, self._queues)
                         asked_at = loop.time()
                         due_at = None if due_in is None else asked_at + max(0.0, due_in)

@@ -280,6 +280,9 @@ class MarksLoop:
         self._wake = wake
         self._worker_id = worker_id
         self._resync_at = 0.0  # A full look at once.
+        # Where the next full look starts: below the lowest ready row the last one found
+        # (and its settled position), no row can be let go any more (see _full_floor).
+        self._floor = 0
         self._changed_at = 0.0
         # Ranges to read, kept until read (a look that fails reads them next time).
         self._unread: list[tuple[int, int]] = []
@@ -312,6 +315,7 @@ class MarksLoop:
                     extra={"worker_id": self._worker_id},
                 )
                 marks.restart()
+                self._floor = 0
                 self._resync_at = now
                 self._wake.set()  # A claim made meanwhile read from the old marks.
             settler = marks.settler
@@ -319,14 +323,35 @@ class MarksLoop:
                 self._changed_at = now
                 writers = await position_writers(conn)
                 self._unread += settler.look(last, writers, time.monotonic())
+            full: tuple[int, int] | None = None
             if now >= self._resync_at:
                 self._resync_at = now + RESYNC_EVERY
-                self._unread = [(0, END)]
+                full = (self._floor, END)
+                settled_then = settler.settled
+                self._unread = [full]
             while self._unread:
                 after, upto = self._unread[0]
                 if after < upto:
                     found = await ready_between(conn, self._queues, after, upto)
+                    if (after, upto) == full:
+                        self._floor = _full_floor(found, settled_then)
                     if marks.saw(found):
                         self._wake.set()
                 self._unread.pop(0)
         marks.known.set()
+
+
+def _full_floor(found: list[tuple[str, int, int]], settled: int) -> int:
+    """Where the next full look may start, after one that found ``found`` (the lowest ready
+    position per range) when every position up to ``settled`` was settled.
+
+    A row below the lowest ready one found was, in that look's snapshot, taken (committed) or
+    gone; a row a claim held without having committed still looked ready to it, so it is
+    not below. Such a row can be ready again only with a new position (release, retry,
+    requeue, rescue and promote all take one). A row not yet visible then had a position
+    above ``settled``, and the looks at settled ranges find it. So nothing below the lower of
+    the two can be a row to claim again: the full look starts there, and walks only what is
+    still ready (and what was taken after it), not everything taken since the horizon was
+    held."""
+    lowest = min((pos for _, _, pos in found), default=END)
+    return max(0, min(lowest - 1, settled))

@@ -95,6 +95,11 @@ class TableKeeper:
                         oldest[1],
                         extra={"worker_id": self._worker_id},
                     )
+                # The statistics are still renewed (ANALYZE reads a sample, not the table):
+                # the planner must not plan the worker's statements on a table it believes
+                # a fraction of its size.
+                if health.changed_since_analyze > ANALYZE_CHANGED_ROWS + health.live_rows // 10:
+                    return await self._do("analyze", upkeep.analyze, health)
                 return None
             self._told_held = False
             done = await self._do("vacuum", upkeep.vacuum, health)
