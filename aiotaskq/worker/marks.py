@@ -335,6 +335,14 @@ class MarksLoop:
                     found = await ready_between(conn, self._queues, after, upto)
                     if (after, upto) == full:
                         self._floor = _full_floor(found, settled_then)
+                        below = [f for f in found if f[2] < marks.start((f[0], f[1]))]
+                        if below:
+                            # Rows a claim skipped while another transaction held them.
+                            logger.info(
+                                "marks.recovered: ready rows below the marks of %s",
+                                ", ".join(f"{q}/{p} at {pos}" for q, p, pos in below),
+                                extra={"worker_id": self._worker_id},
+                            )
                     if marks.saw(found):
                         self._wake.set()
                 self._unread.pop(0)
