@@ -32,6 +32,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
+class _DiscardedConnections(logging.Filter):
+    """psycopg_pool warns of each dead connection handed back to it. The worker tells of an
+    outage itself, once (``database.unreachable``), and replaces dead connections: those
+    warnings would only repeat it, one per connection."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("discarding closed connection")
+
+
+logging.getLogger("psycopg.pool").addFilter(_DiscardedConnections())
+
 # Keys of Django's connection parameters that are Python objects, not libpq settings.
 _NOT_LIBPQ = {"cursor_factory", "context", "prepare_threshold", "pool", "server_side_binding"}
 

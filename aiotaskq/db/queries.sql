@@ -274,12 +274,14 @@ WHERE s.relid = 'aiotaskq_task'::regclass;
 
 -- name: oldest_snapshot
 -- The oldest snapshot any session of the database holds (its backend_xmin, as text): VACUUM
--- removes only the rows that died before it. While the same one stays the oldest, a second
--- VACUUM removes nothing the first could not (a long transaction holds the horizon).
+-- removes only the rows that died before it. While it stays the same, a second VACUUM removes
+-- nothing the first could not (a long transaction holds the horizon). While one transaction
+-- holds it, the other sessions' snapshots share that xmin: the session named is the one whose
+-- transaction began first.
 SELECT backend_xmin::text AS xmin, pid
 FROM pg_stat_activity
 WHERE datname = current_database() AND backend_xmin IS NOT NULL
-ORDER BY age(backend_xmin) DESC
+ORDER BY age(backend_xmin) DESC, xact_start
 LIMIT 1;
 
 

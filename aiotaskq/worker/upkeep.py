@@ -61,8 +61,8 @@ class TableKeeper:
         self._db = db
         self._worker_id = worker_id
         self._told = False
-        # The oldest snapshot of the database when the last VACUUM started, and whether
-        # the keeper has said that it waits for it.
+        # The oldest snapshot of the database (its xmin, and the session) when the last
+        # VACUUM started, and whether the keeper has said that it waits for it.
         self._vacuumed_under: tuple[str, int] | None = None
         self._told_held = False
 
@@ -82,7 +82,8 @@ class TableKeeper:
             )
         extra = health.live_rows // 5
         if health.dead_rows > VACUUM_DEAD_ROWS + extra:
-            if oldest is not None and oldest == self._vacuumed_under:
+            held = self._vacuumed_under
+            if oldest is not None and held is not None and oldest[0] == held[0]:
                 # The session that held the oldest snapshot at the last VACUUM still holds
                 # it: nothing that died since can be removed, and a VACUUM would read the
                 # whole table and every index for nothing (seconds, on a table that only
