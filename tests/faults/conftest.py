@@ -21,7 +21,11 @@ class Ledger:
 
     def lines(self) -> list[tuple[str, str, int]]:
         out = []
-        for line in self.path.read_text().splitlines():
+        text = self.path.read_text()
+        # A task's line may be half written while this reads it (an O_APPEND write is one
+        # call, but a reader can see the part before a page boundary first): complete lines
+        # only.
+        for line in text[: text.rfind("\n") + 1].splitlines():
             label, event, pid = line.split()
             out.append((label, event, int(pid)))
         return out
