@@ -30,6 +30,11 @@ class Task(models.Model):
     older than ``DIRTY_AFTER``), and ``failed`` when its last attempt raised. A task that
     succeeds is deleted, unless it keeps its result (``succeeded``, until ``expires_at``;
     Django's tasks framework).
+
+    The table is partitioned by a ``segment`` column that the model leaves out (migration
+    0009, docs/storage.md): a ring of two partitions takes new rows in turn and workers
+    rotate them, moving what still lives to a cold partition. The database fills it in;
+    every query through the model reads all partitions.
     """
 
     id = models.UUIDField(primary_key=True)

@@ -45,7 +45,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     },
     "ping": {},
     "table_health": {},
-    "analyze": {},
+    "kept_partitions": {},
     "advisory_try": {"key": 1},
     "advisory_release": {"key": 1},
     "claim": {
@@ -102,6 +102,10 @@ PARAMS: dict[str, dict[str, Any]] = {
         "worker_id": "w",
     },
     "prune": {"limit": 10},
+    "ring": {},
+    "segment_rows": {"segment": 0, "limit": 10},
+    "rotate_begin": {"key": 1, "lock_timeout": "50ms"},
+    "rotate_move": {"segment": 0},
     "result": {"id": uuid.uuid4(), "dirty_after": 10.0},
     "status": {"dirty_after": 10.0},
 }
@@ -109,13 +113,21 @@ PARAMS: dict[str, dict[str, Any]] = {
 
 def test_every_statement_runs(db: Any) -> None:
     names = queries.names()
-    assert set(names) == set(PARAMS) | {"listen", "enqueue_copy", "vacuum"}
+    segmented = {"rotate_lock", "rotate_truncate"}
+    tabled = {"vacuum", "analyze"}
+    assert set(names) == set(PARAMS) | {"listen", "enqueue_copy"} | segmented | tabled
     for name in names:
-        if name == "vacuum":  # cannot run inside a transaction
-            db.execute(queries.text(name))
+        if name in tabled:  # VACUUM cannot run inside a transaction
+            db.execute(queries.query(name).format(tables=sql.Identifier("aiotaskq_task_cold")))
             continue
         if name == "listen":
             db.execute(queries.query(name).format(channel=sql.Identifier(channel_for("q"))))
+            continue
+        if name in segmented:
+            with db.transaction(force_rollback=True):
+                db.execute(
+                    queries.query(name).format(segment=sql.Identifier("aiotaskq_task_ring0"))
+                )
             continue
         if name == "enqueue_copy":
             with db.transaction(force_rollback=True), db.cursor() as cur:
@@ -166,11 +178,23 @@ def _fill(db: Any, queues: list[str]) -> int:
         "FROM generate_series(1, %(total)s) AS i",
         {"queues": queues, "future": CLAIM_FUTURE, "total": CLAIM_FUTURE + CLAIM_DUE},
     )
-    db.execute("ANALYZE aiotaskq_task")
+    # As the worker's keeper does: the partitions that have pages (an empty segment analyzed
+    # would be planned as empty).
+    ((tables,),) = db.execute(queries.text("kept_partitions")).fetchall()
+    db.execute(
+        queries.query("analyze").format(tables=sql.SQL(", ").join(map(sql.Identifier, tables)))
+    )
     (heap_pages,) = db.execute(
-        "SELECT pg_relation_size('aiotaskq_task') / current_setting('block_size')::int"
+        "SELECT sum(pg_relation_size(relid)) / current_setting('block_size')::int "
+        "FROM pg_partition_tree('aiotaskq_task')"
     ).fetchone()
     return int(heap_pages)
+
+
+def _due_scans(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The scans of aiotaskq_task_due: one per partition (aiotaskq_task_cold_due,
+    aiotaskq_task_ring0_due, ...)."""
+    return [n for n in nodes if re.fullmatch(r"aiotaskq_task_\w+_due", n.get("Index Name", ""))]
 
 
 def _ranges(queues: list[str], lanes: list[int], demands: list[int]) -> dict[str, Any]:
@@ -186,15 +210,16 @@ def _ranges(queues: list[str], lanes: list[int], demands: list[int]) -> dict[str
 
 def _check_plan(top: dict[str, Any], where: str, demands: list[int], heap_pages: int) -> None:
     nodes = _plan_nodes(top)
-    due = [n for n in nodes if n.get("Index Name") == "aiotaskq_task_due"]
-    assert due, f"{where}: the claim does not use aiotaskq_task_due:\n{top}"
+    due = _due_scans(nodes)
+    assert len(due) == 3, f"{where}: the claim does not use aiotaskq_task_due:\n{top}"
     assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], where
     total = sum(demands)
-    # Rows examined: the index scan (once per queue) stops after each queue's demand and
-    # filters nothing out. (EXPLAIN shows the rows of a loop on average, rounded.)
+    # Rows examined: the index scans (once per queue and partition) stop after each queue's
+    # demand and filter nothing out. (EXPLAIN shows the rows of a loop on average, rounded.)
     loops = due[0].get("Actual Loops", 1)
-    assert abs(due[0]["Actual Rows"] * loops - total) < loops, where
-    assert due[0].get("Rows Removed by Filter", 0) == 0, where
+    examined = sum(n["Actual Rows"] * n.get("Actual Loops", 1) for n in due)
+    assert abs(examined - total) < loops * len(due), where
+    assert all(n.get("Rows Removed by Filter", 0) == 0 for n in due), where
     assert top["Actual Rows"] == total, where
     buffers = top["Shared Hit Blocks"] + top["Shared Read Blocks"]
     assert buffers <= CLAIM_BUFFERS_PER_ROW * total, f"{where}: {buffers} buffers"
@@ -221,9 +246,9 @@ def test_claim_of_several_lanes_walks_the_partial_index(db: Any) -> None:
             params = _ranges(queues, [0, 1, 2, 3], demands)
             top = _explain_claim(db, mode, params)
             where = f"{mode}, demands {demands}"
-            due = [n for n in _plan_nodes(top) if n.get("Index Name") == "aiotaskq_task_due"]
+            due = _due_scans(_plan_nodes(top))
             assert due, where
-            assert due[0]["Actual Loops"] == len(queues), where
+            assert all(n["Actual Loops"] == len(queues) for n in due), where
             _check_plan(top, where, demands, heap_pages)
 
 

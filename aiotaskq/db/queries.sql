@@ -83,15 +83,17 @@ SELECT 1;
 -- locks more. FOR UPDATE SKIP LOCKED lets any number of workers claim side by side without
 -- waiting on each other or taking a row twice. Expired tasks are deleted, not run, in the
 -- same statement. The claim writes the lease (worker_id, attempt): every later write of this
--- worker checks it.
+-- worker checks it. The rows are found again by their key, (id, segment): a row this
+-- statement has locked stays in its segment until it ends (a rotation waits for the
+-- statement), and the segment spares the look-up of the other partitions.
 WITH picked AS MATERIALIZED (
-    SELECT d.id, d.expires_at, d.pos, l.queue, l.priority, l.demand,
+    SELECT d.id, d.segment, d.expires_at, d.pos, l.queue, l.priority, l.demand,
            row_number() OVER (PARTITION BY l.lane ORDER BY l.priority DESC, d.pos) AS n
     FROM unnest(%(queues)s::text[], %(priorities)s::int[], %(starts)s::int8[],
                 %(lanes)s::int[], %(demands)s::int[])
          AS l(queue, priority, start, lane, demand)
     CROSS JOIN LATERAL (
-        SELECT t.id, t.expires_at, t.pos
+        SELECT t.id, t.segment, t.expires_at, t.pos
         FROM aiotaskq_task t
         WHERE t.state = 'queued' AND t.pos IS NOT NULL
           AND t.queue = l.queue AND t.priority = l.priority AND t.pos >= l.start
@@ -101,12 +103,12 @@ WITH picked AS MATERIALIZED (
     ) AS d
 ),
 due AS (
-    SELECT id, expires_at FROM picked WHERE n <= demand
+    SELECT id, segment, expires_at FROM picked WHERE n <= demand
 ),
 expired AS (
     DELETE FROM aiotaskq_task t
     USING due
-    WHERE t.id = due.id AND due.expires_at <= now()
+    WHERE t.id = due.id AND t.segment = due.segment AND due.expires_at <= now()
     RETURNING t.id, t.name, t.queue, t.priority, t.pos
 ),
 claimed AS (
@@ -114,7 +116,8 @@ claimed AS (
     SET state = 'running', attempt = t.attempt + 1, worker_id = %(worker_id)s,
         started_at = now(), alive_at = now()
     FROM due
-    WHERE t.id = due.id AND (due.expires_at IS NULL OR due.expires_at > now())
+    WHERE t.id = due.id AND t.segment = due.segment
+      AND (due.expires_at IS NULL OR due.expires_at > now())
     RETURNING t.id, t.name, t.queue, t.args::text AS args, t.kwargs::text AS kwargs, t.attempt,
               t.retries, t.time_limit, t.priority, t.pos
 )
@@ -261,15 +264,27 @@ WHERE id IN (
 
 
 -- name: table_health
--- The task table's dead and changed rows, and whether autovacuum looks after it (on server-wide
--- and not turned off for this table). Counters come from the statistics collector: a second
--- or so behind.
-SELECT s.n_dead_tup, s.n_live_tup, s.n_mod_since_analyze,
+-- The task table's dead and changed rows, its partitions' together, and whether autovacuum
+-- looks after all of them (on server-wide and not turned off for any). Counters come from the
+-- statistics collector: a second or so behind. No row before the statistics know a partition.
+-- Only the partitions that have pages count (those the keeper vacuums and analyzes): a
+-- segment a rotation has emptied keeps the counters of what it held, and nothing the keeper
+-- does would lower them. The cold partition's live and changed rows also alone (under a held
+-- horizon the keeper analyzes it alone).
+SELECT sum(s.n_dead_tup) FILTER (WHERE k.kept), sum(s.n_live_tup) FILTER (WHERE k.kept),
+       sum(s.n_mod_since_analyze) FILTER (WHERE k.kept),
+       sum(s.n_live_tup) FILTER (WHERE k.kept AND c.relname = 'aiotaskq_task_cold'),
+       sum(s.n_mod_since_analyze) FILTER (WHERE k.kept AND c.relname = 'aiotaskq_task_cold'),
        current_setting('autovacuum')::bool
-       AND coalesce((SELECT o.option_value::bool FROM pg_options_to_table(c.reloptions) AS o
-                     WHERE o.option_name = 'autovacuum_enabled'), true) AS autovacuum
-FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-WHERE s.relid = 'aiotaskq_task'::regclass;
+       AND bool_and(coalesce((SELECT o.option_value::bool
+                              FROM pg_options_to_table(c.reloptions) AS o
+                              WHERE o.option_name = 'autovacuum_enabled'), true)) AS autovacuum
+FROM pg_partition_tree('aiotaskq_task') AS p
+JOIN pg_stat_user_tables s ON s.relid = p.relid
+JOIN pg_class c ON c.oid = p.relid
+CROSS JOIN LATERAL (SELECT pg_relation_size(p.relid) > 0 AS kept) AS k
+WHERE p.isleaf
+HAVING count(*) > 0;
 
 
 -- name: oldest_snapshot
@@ -285,15 +300,78 @@ ORDER BY age(backend_xmin) DESC, xact_start
 LIMIT 1;
 
 
+-- name: kept_partitions
+-- The task table's partitions that have pages, which the keeper vacuums and analyzes. A
+-- segment that a rotation has just emptied is left alone: statistics taken of it empty
+-- would have the planner read it as empty (a scan of every row, where it would have looked
+-- an id up) in every plan made until the next statistics, while it fills.
+SELECT coalesce(array_agg(c.relname::text ORDER BY c.relname), '{}') AS tables
+FROM pg_partition_tree('aiotaskq_task') AS p JOIN pg_class c ON c.oid = p.relid
+WHERE p.isleaf AND pg_relation_size(p.relid) > 0;
+
+
 -- name: vacuum
 -- Only where autovacuum does not run: dead rows of deleted tasks removed, statistics renewed.
--- Takes no lock that enqueue, claim or ack wait for. Outside any transaction.
-VACUUM (ANALYZE) aiotaskq_task;
+-- Takes no lock that enqueue, claim or ack wait for (a rotation waiting for a segment the
+-- VACUUM reads tries again a second later). Outside any transaction. {tables}: the
+-- partitions of "kept_partitions".
+VACUUM (ANALYZE) {tables};
 
 
 -- name: analyze
 -- Only where autovacuum does not run: the planner's statistics renewed after many changes.
-ANALYZE aiotaskq_task;
+ANALYZE {tables};
+
+
+-- name: ring
+-- The segment of the ring to empty now, if any (migration 0009: two segments, ten seconds
+-- each, picked by the database clock): the one that takes new tasks next, once the current
+-- one has taken them for five seconds, and only if it has pages (a truncated segment has
+-- none). A statement begun before the current segment's start may still be writing the
+-- other one; the rotation's lock waits for it, so those five seconds only spare the wait.
+-- "period" names this turn of the ring. Reads only.
+SELECT r.segment, r.period
+FROM (SELECT mod(aiotaskq_segment(statement_timestamp()) + 1, 2)::smallint AS segment,
+             floor(extract(epoch FROM statement_timestamp()) / 10)::bigint AS period,
+             aiotaskq_segment(statement_timestamp() - interval '5 seconds')
+                 = aiotaskq_segment(statement_timestamp()) AS settled) AS r
+WHERE r.settled AND pg_relation_size(('aiotaskq_task_ring' || r.segment)::regclass) > 0;
+
+
+-- name: segment_rows
+-- How many rows a segment still holds that some transaction can see, up to a bound: what a
+-- rotation would move. Reads only (a scan of that segment alone).
+SELECT count(*) AS rows
+FROM (SELECT 1 FROM aiotaskq_task WHERE segment = %(segment)s LIMIT %(limit)s) AS s;
+
+
+-- name: rotate_begin
+-- In the rotation's transaction: one rotation at a time (the lock ends with the transaction),
+-- and no waiting for the segment's lock beyond a few claims' time: while the rotation waits
+-- for it, every statement on the table waits behind it. The move reads the whole segment,
+-- which is what a sequential scan is for (the worker's connections turn it off).
+SELECT pg_try_advisory_xact_lock(%(key)s) AS mine,
+       set_config('lock_timeout', %(lock_timeout)s, true),
+       set_config('enable_seqscan', 'on', true);
+
+
+-- name: rotate_lock
+-- No statement touches the segment until the rotation commits (each waits for this lock,
+-- then plans again and reads the rows where they were moved).
+LOCK TABLE {segment} IN ACCESS EXCLUSIVE MODE;
+
+
+-- name: rotate_move
+-- The rows that still live in the segment (running tasks with their lease, ready ones with
+-- their place, future, failed and kept ones) go to cold, every column as it is: an UPDATE of
+-- the partition key moves a row to the partition the new key belongs to. No row moves twice:
+-- cold is never rotated.
+UPDATE aiotaskq_task SET segment = -1 WHERE segment = %(segment)s;
+
+
+-- name: rotate_truncate
+-- The segment's space back, whatever transaction holds the xmin horizon.
+TRUNCATE {segment};
 
 
 -- name: advisory_try

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from .connect import conninfo, translate_errors
-from .sql import text
+from .rotate import SEGMENTS, segment_table
+from .sql import query, text
 
 __all__ = ["UPKEEP_LOCK", "Health", "analyze", "oldest_snapshot", "table_health", "vacuum"]
 
@@ -23,6 +25,9 @@ class Health:
     live_rows: int
     changed_since_analyze: int
     autovacuum: bool
+    #: The cold partition's alone.
+    cold_live_rows: int = 0
+    cold_changed_since_analyze: int = 0
 
 
 async def table_health(conn: psycopg.AsyncConnection[Any]) -> Health | None:
@@ -32,8 +37,15 @@ async def table_health(conn: psycopg.AsyncConnection[Any]) -> Health | None:
         row = await cur.fetchone()
     if row is None:
         return None
-    dead, live, changed, autovacuum = row
-    return Health(int(dead or 0), int(live or 0), int(changed or 0), bool(autovacuum))
+    dead, live, changed, cold_live, cold_changed, autovacuum = row
+    return Health(
+        int(dead or 0),
+        int(live or 0),
+        int(changed or 0),
+        bool(autovacuum),
+        cold_live_rows=int(cold_live or 0),
+        cold_changed_since_analyze=int(cold_changed or 0),
+    )
 
 
 async def oldest_snapshot(conn: psycopg.AsyncConnection[Any]) -> tuple[str, int] | None:
@@ -44,9 +56,10 @@ async def oldest_snapshot(conn: psycopg.AsyncConnection[Any]) -> tuple[str, int]
     return (str(row[0]), int(row[1])) if row else None
 
 
-async def _maintain(statement: str) -> bool:
+async def _maintain(statement: str, *, segments: bool = True) -> bool:
     """Run ``statement`` on a connection of its own (it may take seconds, and VACUUM cannot
-    run in a transaction) if no other worker is keeping the table; return whether it ran."""
+    run in a transaction) if no other worker is keeping the table; return whether it ran.
+    Without ``segments``, on the cold partition alone."""
     with translate_errors("Keeping the task table"):
         conn = await psycopg.AsyncConnection.connect(
             conninfo(), autocommit=True, application_name="aiotaskq-upkeep"
@@ -57,17 +70,27 @@ async def _maintain(statement: str) -> bool:
             if not (row and row[0]):
                 return False
             try:
-                await conn.execute(text(statement))
+                cur = await conn.execute(text("kept_partitions"))
+                row = await cur.fetchone()
+                tables = list(row[0]) if row else []
+                if not segments:
+                    ring = {segment_table(n) for n in SEGMENTS}
+                    tables = [t for t in tables if t not in ring]
+                if tables:
+                    names = sql.SQL(", ").join(sql.Identifier(t) for t in tables)
+                    await conn.execute(query(statement).format(tables=names))
             finally:
                 await conn.execute(text("advisory_release"), {"key": UPKEEP_LOCK})
     return True
 
 
 async def vacuum() -> bool:
-    """``VACUUM (ANALYZE)`` the task table unless another worker is at it."""
+    """``VACUUM (ANALYZE)`` the task table's partitions that have pages, unless another
+    worker is at it."""
     return await _maintain("vacuum")
 
 
-async def analyze() -> bool:
-    """``ANALYZE`` the task table unless another worker is keeping it."""
-    return await _maintain("analyze")
+async def analyze(*, segments: bool = True) -> bool:
+    """``ANALYZE`` the task table's partitions that have pages (without ``segments``: the
+    cold partition alone), unless another worker is keeping it."""
+    return await _maintain("analyze", segments=segments)

@@ -32,7 +32,7 @@ from .marks import Marks, MarksLoop
 from .recycle import Recycler, Recycling
 from .reporter import Reporter
 from .rescue import Rescuer
-from .upkeep import Pruner, TableKeeper
+from .upkeep import Pruner, Rotator, TableKeeper
 
 __all__ = ["ConnectionBudget", "Worker", "WorkerConfig"]
 
@@ -295,6 +295,7 @@ class Worker:
         rescuer = Rescuer(db, self.queues, settings.DIRTY_AFTER, self.id)
         pruner = Pruner(db, self.id)
         keeper = TableKeeper(db, self.id)
+        rotator = Rotator(db, self.id)
         self._recycler = Recycler(
             self.config.recycling,
             executor,
@@ -319,6 +320,12 @@ class Worker:
                 "upkeep",
                 functools.partial(
                     every, keeper.interval, keeper.keep_once, "upkeep", first=True, extra=extra
+                ),
+            ),
+            (
+                "rotator",
+                functools.partial(
+                    every, rotator.interval, rotator.rotate_once, "rotation", extra=extra
                 ),
             ),
             (

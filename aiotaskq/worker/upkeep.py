@@ -6,14 +6,15 @@ autovacuum runs, the second part does nothing."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
 
-from ..db import finish, upkeep
+from ..db import finish, rotate, upkeep
 from ..db.connect import WorkerDatabase
 
-__all__ = ["Pruner", "TableKeeper"]
+__all__ = ["Pruner", "Rotator", "TableKeeper"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,11 +97,18 @@ class TableKeeper:
                         oldest[1],
                         extra={"worker_id": self._worker_id},
                     )
-                # The statistics are still renewed (ANALYZE reads a sample, not the table):
-                # the planner must not plan the worker's statements on a table it believes
-                # a fraction of its size.
-                if health.changed_since_analyze > ANALYZE_CHANGED_ROWS + health.live_rows // 10:
-                    return await self._do("analyze", upkeep.analyze, health)
+                # The cold partition's statistics are still renewed (ANALYZE reads a sample,
+                # not the table): the planner must not plan the worker's statements on a
+                # table it believes a fraction of its size. The ring's segments are not: one
+                # analyzed now is described by its few live rows among pages of dead ones,
+                # and the plans made from that read its dead entries for the seconds that
+                # follow (a spell at every turn of the ring: docs/storage.md). A segment
+                # not analyzed since its TRUNCATE is planned from its actual size.
+                changed, live = health.cold_changed_since_analyze, health.cold_live_rows
+                if changed > ANALYZE_CHANGED_ROWS + live // 10:
+                    return await self._do(
+                        "analyze", functools.partial(upkeep.analyze, segments=False), health
+                    )
                 return None
             self._told_held = False
             done = await self._do("vacuum", upkeep.vacuum, health)
@@ -125,3 +133,54 @@ class TableKeeper:
             extra={"worker_id": self._worker_id},
         )
         return what
+
+
+class Rotator:
+    """Empties the ring's next segment once a turn (``aiotaskq/db/rotate.py``): every
+    second it asks whether one is due; one worker at a time rotates it. A rotation that did
+    not get its lock in time is tried again a second later, within the same turn; one
+    postponed for its live rows waits for the next turn."""
+
+    interval = 1.0
+
+    def __init__(self, db: WorkerDatabase, worker_id: str) -> None:
+        self._db = db
+        self._worker_id = worker_id
+        self._postponed: rotate.Due | None = None
+        self._told_busy: int | None = None
+
+    async def rotate_once(self) -> rotate.Rotation | None:
+        async with self._db.connection("Rotating the task table") as conn:
+            due = await rotate.due(conn)
+            if due is None or due == self._postponed:
+                return None
+            done = await rotate.rotate(conn, due.segment)
+        extra = {"worker_id": self._worker_id}
+        if done.outcome == "rotated":
+            logger.debug(
+                "rotation.done: segment %d emptied, %d rows moved to cold, lock held %.1f ms",
+                done.segment,
+                done.moved,
+                done.held_s * 1000,
+                extra=extra,
+            )
+        elif done.outcome == "postponed":
+            self._postponed = due
+            logger.info(
+                "rotation.postponed: segment %d still holds over %d rows; it takes new tasks "
+                "again and is emptied on a later turn",
+                done.segment,
+                rotate.MOVE_LIMIT,
+                extra=extra,
+            )
+        elif done.outcome == "busy" and self._told_busy != due.period:
+            # Once a turn: a transaction still writing the segment (a long atomic() that
+            # enqueued) or a long statement on the table (a report, pg_dump) holds its lock.
+            self._told_busy = due.period
+            logger.debug(
+                "rotation.busy: segment %d is in use; trying again in %.0f s",
+                done.segment,
+                self.interval,
+                extra=extra,
+            )
+        return done
