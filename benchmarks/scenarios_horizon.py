@@ -137,12 +137,17 @@ def held_horizon(database: str) -> Iterator[dict[str, Any]]:
 _DEPTH = f"SELECT count(*), count(*) FILTER (WHERE state = 'queued') FROM {TABLE}"
 # One round trip for everything but the depth. The statistics are a second or so behind.
 _LOOK = f"""
-SELECT pg_relation_size(c.oid), pg_indexes_size(c.oid), pg_total_relation_size(c.oid),
-       pg_relation_size('aiotaskq_task_due'::regclass),
-       s.n_live_tup, s.n_dead_tup, s.autovacuum_count, s.autoanalyze_count,
-       s.vacuum_count, s.analyze_count,
-       (SELECT p.phase FROM pg_stat_progress_vacuum p WHERE p.relid = c.oid LIMIT 1),
-       (SELECT p.phase FROM pg_stat_progress_analyze p WHERE p.relid = c.oid LIMIT 1),
+WITH leaves AS (SELECT relid FROM pg_partition_tree('{TABLE}') WHERE isleaf)
+SELECT (SELECT sum(pg_relation_size(relid))::bigint FROM leaves),
+       (SELECT sum(pg_indexes_size(relid))::bigint FROM leaves),
+       (SELECT sum(pg_total_relation_size(relid))::bigint FROM leaves),
+       (SELECT sum(pg_relation_size(relid))::bigint FROM pg_partition_tree('aiotaskq_task_due')),
+       sum(s.n_live_tup)::bigint, sum(s.n_dead_tup)::bigint, sum(s.autovacuum_count)::bigint,
+       sum(s.autoanalyze_count)::bigint, sum(s.vacuum_count)::bigint, sum(s.analyze_count)::bigint,
+       (SELECT p.phase FROM pg_stat_progress_vacuum p
+        WHERE p.relid IN (SELECT relid FROM leaves) LIMIT 1),
+       (SELECT p.phase FROM pg_stat_progress_analyze p
+        WHERE p.relid IN (SELECT relid FROM leaves) LIMIT 1),
        (SELECT max(age(a.backend_xmin)) FROM pg_stat_activity a
         WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()),
        (SELECT a.backend_type || ' ' || coalesce(a.state, '') || ' '
@@ -152,9 +157,10 @@ SELECT pg_relation_size(c.oid), pg_indexes_size(c.oid), pg_total_relation_size(c
         WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
           AND a.backend_xmin IS NOT NULL
         ORDER BY age(a.backend_xmin) DESC LIMIT 1)
-FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
-WHERE c.oid = '{TABLE}'::regclass
+FROM leaves JOIN pg_stat_user_tables s ON s.relid = leaves.relid
 """
+# (The task table is partitioned: a ring of segments and a cold partition, migration 0009;
+# its sizes and counters are those of its partitions together.)
 _LOOK_KEYS = (
     "heap_bytes",
     "index_bytes",

@@ -179,7 +179,10 @@ def table_size(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     tuples: counted by ``pgstattuple`` (a full read of the table, exact) when the extension
     can be had, else as the statistics have them (which lag the workers by up to seconds)."""
     row = conn.execute(
-        "SELECT pg_relation_size(%(t)s::regclass), pg_total_relation_size(%(t)s::regclass)",
+        # A partitioned table's bytes are its partitions' (pg_partition_tree lists a plain
+        # table alone).
+        "SELECT sum(pg_relation_size(relid))::bigint, sum(pg_total_relation_size(relid))::bigint "
+        "FROM pg_partition_tree(%(t)s::regclass) WHERE isleaf",
         {"t": TABLE},
     ).fetchone()
     assert row is not None
@@ -187,13 +190,17 @@ def table_size(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     try:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
         row = conn.execute(
-            "SELECT tuple_count, dead_tuple_count FROM pgstattuple(%s::regclass)", (TABLE,)
+            "SELECT sum(t.tuple_count)::bigint, sum(t.dead_tuple_count)::bigint "
+            "FROM pg_partition_tree(%s::regclass) AS p, pgstattuple(p.relid) AS t "
+            "WHERE p.isleaf",
+            (TABLE,),
         ).fetchone()
         size["counted_by"] = "pgstattuple"
     except psycopg.Error:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute(
-            "SELECT n_live_tup, n_dead_tup FROM pg_stat_user_tables WHERE relid = %s::regclass",
+            "SELECT sum(n_live_tup)::bigint, sum(n_dead_tup)::bigint FROM pg_stat_user_tables "
+            "WHERE relid IN (SELECT relid FROM pg_partition_tree(%s::regclass) WHERE isleaf)",
             (TABLE,),
         ).fetchone()
         size["counted_by"] = "pg_stat_user_tables"
