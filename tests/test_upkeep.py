@@ -16,12 +16,11 @@ from tests.conftest import task_db_conninfo, wait_for
 
 @pytest.fixture
 def autovacuum_off_for_the_table(db: psycopg.Connection[Any]) -> Iterator[None]:
-    """Whatever the server's setting, autovacuum does not run for the task table."""
-    for table in PARTITIONS:  # a partitioned table has no storage settings of its own
-        db.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+    """Whatever the server's setting, autovacuum does not run for the task table: the ring's
+    segments have it off by migration 0009, and the cold partition for the test."""
+    db.execute("ALTER TABLE aiotaskq_task_cold SET (autovacuum_enabled = false)")
     yield
-    for table in PARTITIONS:
-        db.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
+    db.execute("ALTER TABLE aiotaskq_task_cold RESET (autovacuum_enabled)")
 
 
 PARTITIONS = ("aiotaskq_task_cold", "aiotaskq_task_ring0", "aiotaskq_task_ring1")
@@ -63,23 +62,34 @@ async def test_keeper_vacuums_dead_tasks_once_per_table(db: psycopg.Connection[A
         await pool.close()
 
 
-async def test_keeper_leaves_the_table_to_autovacuum(db: psycopg.Connection[Any]) -> None:
-    (on,) = db.execute("SELECT current_setting('autovacuum')::bool").fetchone() or (False,)
-    if not on:
-        pytest.skip("autovacuum is off on this server")
+async def test_the_segments_are_the_keepers_even_where_autovacuum_runs(
+    db: psycopg.Connection[Any],
+) -> None:
+    """Autovacuum would vacuum and analyze a segment under a held horizon too, and what it
+    records then (a few live rows among many dead pages) misleads the planner; the keeper
+    knows when the horizon is held. So autovacuum is off for the ring's partitions alone, and
+    the keeper keeps the table whatever the server's setting."""
+    options = dict(
+        db.execute(
+            "SELECT c.relname, coalesce(c.reloptions, '{}') "
+            "FROM pg_partition_tree('aiotaskq_task') p JOIN pg_class c ON c.oid = p.relid "
+            "WHERE p.isleaf"
+        ).fetchall()
+    )
+    assert "autovacuum_enabled=false" in options["aiotaskq_task_ring0"]
+    assert "autovacuum_enabled=false" in options["aiotaskq_task_ring1"]
+    assert "autovacuum_enabled=false" not in options["aiotaskq_task_cold"]
     pool = WorkerDatabase("aiotaskq-upkeep-test", 2)
     await pool.open(wait=False)
     try:
         async with pool.connection("Test") as conn:
             health = await upkeep.table_health(conn)
         assert health is not None
-        assert health.autovacuum
-        assert await TableKeeper(pool, "test-worker").keep_once() is None
+        assert not health.autovacuum
     finally:
         await pool.close()
 
 
-@pytest.mark.usefixtures("autovacuum_off_for_the_table")
 async def test_keeper_waits_while_a_snapshot_holds_the_horizon(
     db: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -19,17 +19,17 @@ SECONDS = 10
 RING = 2
 COLD = -1
 
-# The storage settings of 0006_table_storage, for the ring's partitions (a partitioned table
-# has none of its own; its partitions have theirs).
+# The ring's partitions' storage settings (a partitioned table has none of its own): 0006's
+# fillfactor, and autovacuum off, leaving the segments to the worker's keeper
+# (aiotaskq/worker/upkeep.py). Both VACUUM and ANALYZE record a table's live rows and pages
+# for the planner; of a segment, while a transaction holds the xmin horizon, that is a few
+# hundred live rows among thousands of pages of dead ones, and the plans made from it stalled
+# the claims at every turn of the ring (docs/storage.md). The keeper knows when the horizon
+# is held and then leaves the segments alone: one with no statistics since its TRUNCATE is
+# planned from its actual size.
 STORAGE = (
     "fillfactor = 90",
-    "autovacuum_vacuum_scale_factor = 0",
-    "autovacuum_vacuum_threshold = 5000",
-    "autovacuum_vacuum_insert_scale_factor = 0",
-    "autovacuum_vacuum_insert_threshold = 20000",
-    "autovacuum_analyze_scale_factor = 0",
-    "autovacuum_analyze_threshold = 5000",
-    "autovacuum_vacuum_cost_delay = 0",
+    "autovacuum_enabled = false",
 )
 
 DEFER = """
