@@ -34,12 +34,14 @@ logger = logging.getLogger(__name__)
 
 
 class _DiscardedConnections(logging.Filter):
-    """psycopg_pool warns of each dead connection handed back to it. The worker tells of an
-    outage itself, once (``database.unreachable``), and replaces dead connections: those
-    warnings would only repeat it, one per connection."""
+    """psycopg_pool warns of each dead connection handed back to it, and of each connection
+    it failed to open in the moments before the worker closes it for an outage. The worker
+    tells of an outage itself, once (``database.unreachable``), and replaces dead
+    connections: those warnings would only repeat it, one per connection."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("discarding closed connection")
+        message = record.getMessage()
+        return not message.startswith(("discarding closed connection", "error connecting in"))
 
 
 logging.getLogger("psycopg.pool").addFilter(_DiscardedConnections())
