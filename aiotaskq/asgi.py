@@ -48,15 +48,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    MutableMapping,
+)
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
+from .conf import get_settings
 from .db.connect import close_enqueue_pools, conninfo, translate_errors
 from .errors import ConfigurationError
 from .worker import Worker, WorkerConfig
+from .worker.lanes import plan_lanes
 
 __all__ = ["lifespan", "with_worker"]
 
@@ -79,6 +88,7 @@ class _Options:
     that serves when the app is built before a fork (``gunicorn --preload``)."""
 
     queues: tuple[str, ...]
+    caps: Mapping[str, int]
     concurrency: int
     threads: int
     grace: float
@@ -89,6 +99,7 @@ class _Options:
         cls,
         *,
         queues: Iterable[str],
+        caps: Mapping[str, int] | None,
         concurrency: int,
         threads: int,
         grace: float,
@@ -98,19 +109,29 @@ class _Options:
             raise ConfigurationError(
                 f"queues must be a list of queue names, got the string {queues!r}."
             )
+        if caps is not None and not isinstance(caps, Mapping):
+            raise ConfigurationError(
+                "caps must map queue names to how many of their tasks may run at once, "
+                f'for example {{"exports": 2}}; got {type(caps).__name__}.'
+            )
         options = cls(
             queues=tuple(queues),
+            caps=dict(caps or {}),
             concurrency=concurrency,
             threads=threads,
             grace=grace,
             db_threads=db_threads,
         )
-        options.config()  # raises ConfigurationError / InvalidQueueName now, not at startup
+        # Raise ConfigurationError / InvalidQueueName / InvalidWorkerOptions now, not at
+        # startup: the options themselves, then how the caps divide the concurrency.
+        config = options.config()
+        plan_lanes(config.queues or (get_settings().DEFAULT_QUEUE,), config.caps, concurrency)
         return options
 
     def config(self) -> WorkerConfig:
         return WorkerConfig(
             queues=self.queues,
+            caps=self.caps,
             concurrency=self.concurrency,
             threads=self.threads,
             db_threads=self.db_threads,
@@ -122,6 +143,7 @@ def lifespan(
     *,
     concurrency: int = 100,
     queues: Iterable[str] = (),
+    caps: Mapping[str, int] | None = None,
     threads: int = 8,
     grace: float = 30.0,
     enabled: bool = True,
@@ -140,10 +162,14 @@ def lifespan(
     claiming (``None`` with ``enabled=False``). Leaving stops it: in-flight tasks get
     ``grace`` seconds, then the rest is given back (see the module docstring); then the
     loop's async enqueue pool is closed (also with ``enabled=False``). The options mean what
-    ``aiotaskq run`` options of the same names mean.
+    ``aiotaskq run`` options of the same names mean; ``caps`` are the numbers of ``--queues
+    critical:10,exports:2,default`` (``queues=["critical", "exports", "default"],
+    caps={"critical": 10, "exports": 2}``), over ``AIOTASKQ["QUEUES"]``.
 
     Raises (on entering):
-        ConfigurationError, InvalidQueueName: a bad option (also raised by the call itself).
+        ConfigurationError, InvalidQueueName: a bad option (also raised by the call itself);
+            ``InvalidWorkerOptions`` for caps that do not fit the concurrency or name a
+            queue the worker does not serve.
         DatabaseError: the database cannot be reached; libpq's reason is in the message.
         Exception: whatever the worker's start raised, for example the ``ImportError`` of
             a ``tasks`` module.
@@ -155,6 +181,7 @@ def lifespan(
     """
     options = _Options.of(
         queues=queues,
+        caps=caps,
         concurrency=concurrency,
         threads=threads,
         grace=grace,
@@ -270,6 +297,7 @@ def with_worker(
     *,
     concurrency: int = 100,
     queues: Iterable[str] = (),
+    caps: Mapping[str, int] | None = None,
     threads: int = 8,
     grace: float = 30.0,
     enabled: bool = True,
@@ -282,13 +310,23 @@ def with_worker(
     here and never reaches ``app`` (Django's handler refuses it); an app with a lifespan of
     its own should use :func:`lifespan` inside it instead. A worker that cannot start
     answers ``lifespan.startup.failed`` with the reason, and the server exits. With
-    ``enabled=False`` the lifespan completes without a worker.
+    ``enabled=False`` the lifespan completes without a worker. Lanes as with ``aiotaskq
+    run --queues critical:10,exports:2,default``::
+
+        application = aiotaskq.asgi.with_worker(
+            get_asgi_application(),
+            concurrency=50,
+            queues=["critical", "exports", "default"],
+            caps={"critical": 10, "exports": 2},
+        )
 
     Raises:
-        ConfigurationError, InvalidQueueName: a bad option, at once.
+        ConfigurationError, InvalidQueueName: a bad option, at once (``InvalidWorkerOptions``
+            for caps that do not fit the concurrency or name a queue not served).
     """
     options = _Options.of(
         queues=queues,
+        caps=caps,
         concurrency=concurrency,
         threads=threads,
         grace=grace,

@@ -651,8 +651,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--publish",
         action="store_true",
-        help="copy to docs/ the comparison's table and chart (with --compare) and the horizon "
-        "chart (docs/horizon.png, when the horizon scenario ran)",
+        help="copy to docs/ the comparison's table and chart (with --compare), the horizon "
+        "chart (docs/horizon.png, when the horizon scenario ran) and the lanes chart "
+        "(docs/lanes.png, when lanes_story ran)",
     )
     options = parser.parse_args(argv)
     only = [s.strip() for s in options.only.split(",") if s.strip()]
@@ -788,6 +789,15 @@ def main(argv: list[str] | None = None) -> int:
             if options.publish:
                 shutil.copyfile(png, ROOT / "docs" / "horizon.png")
                 log("published docs/horizon.png")
+    if "lanes_story" in results:
+        png, why_not = scenarios_lanes.draw(results, meta, RESULTS)
+        if why_not:
+            print(f"lanes chart not drawn: {why_not}")
+        else:
+            log(f"wrote {png}")
+            if options.publish:
+                shutil.copyfile(png, ROOT / "docs" / "lanes.png")
+                log("published docs/lanes.png")
     if options.compare:
         from benchmarks import compare
 

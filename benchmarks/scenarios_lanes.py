@@ -9,8 +9,10 @@ empty). Each figure is the median of its rounds: the machine is shared.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from benchmarks import dbenv, harness
@@ -35,9 +37,10 @@ def _count(conn: Any, sql: str, *params: Any) -> int:
     return int(row[0]) if row else 0
 
 
-def _story_round(conn: Any, queue: str | None) -> dict[str, float]:
+def _story_round(conn: Any, queue: str | None) -> dict[str, Any]:
     """One round: the exports first, then, once they hold their slots, the urgent tasks;
-    ``queue`` sends both to one shared queue instead of their own."""
+    ``queue`` sends both to one shared queue instead of their own. Every look is kept for
+    the chart: seconds from the urgent tasks' enqueue, urgent tasks done, exports running."""
     import aiotaskq
     from benchmarks import bench_tasks
 
@@ -47,27 +50,40 @@ def _story_round(conn: Any, queue: str | None) -> dict[str, float]:
         exports = [s.set(queue=queue) for s in exports]
         urgent = [s.set(queue=queue) for s in urgent]
     aiotaskq.enqueue_many(exports)
-    running = "SELECT count(*) FROM aiotaskq_task WHERE state = 'running'"
+    look = (
+        "SELECT count(*) FILTER (WHERE name = %s),"
+        " count(*) FILTER (WHERE name = %s AND state = 'running'), count(*)"
+        " FROM aiotaskq_task"
+    )
+    names = (bench_tasks.critical_sync.name, bench_tasks.export_sync.name)
+
+    def counts() -> tuple[int, int, int]:
+        row = conn.execute(look, names).fetchone()
+        return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+
     deadline = time.monotonic() + 60
     expect = EXPORTS if queue is not None else min(EXPORTS, 2)
-    while _count(conn, running) < expect:
+    while counts()[1] < expect:
         if time.monotonic() > deadline:
             raise RuntimeError("the exports did not start")
         time.sleep(POLL)
     t0 = time.monotonic()
     aiotaskq.enqueue_many(urgent)
-    left = "SELECT count(*) FROM aiotaskq_task WHERE name = %s"
-    name = bench_tasks.critical_sync.name
-    while _count(conn, left, name):
-        if time.monotonic() > deadline + 120:
-            raise RuntimeError("the urgent tasks did not finish")
-        time.sleep(POLL)
-    t_urgent = time.monotonic() - t0
-    while _count(conn, "SELECT count(*) FROM aiotaskq_task"):
+    series: list[tuple[float, int, int]] = []
+    t_urgent = None
+    while True:
+        left, exporting, total = counts()
+        now = time.monotonic() - t0
+        series.append((round(now, 3), CRITICAL - left, exporting))
+        if t_urgent is None and left == 0:
+            t_urgent = now
+        if total == 0:
+            break
         if time.monotonic() > deadline + 240:
-            raise RuntimeError("the exports did not finish")
+            raise RuntimeError("the story did not finish")
         time.sleep(POLL)
-    return {"urgent_s": t_urgent, "all_s": time.monotonic() - t0}
+    assert t_urgent is not None
+    return {"urgent_s": t_urgent, "all_s": series[-1][0], "series": series}
 
 
 def bench_lanes_story(kit: Kit, rounds: int) -> dict[str, Any]:
@@ -103,11 +119,15 @@ def bench_lanes_story(kit: Kit, rounds: int) -> dict[str, Any]:
             finally:
                 proc.stop()
         urgent = [r["urgent_s"] for r in runs]
+        # The chart shows the round of the median time (of the middle one or two, the first).
+        middle = sorted(runs, key=lambda r: r["urgent_s"])[(len(runs) - 1) // 2]
         out[mode] = {
             "queues": queues,
             "urgent_s": statistics.median(urgent),
             "rounds": urgent,
             "all_s": statistics.median(r["all_s"] for r in runs),
+            "max_exports_running": max(e for r in runs for _, _, e in r["series"]),
+            "series": middle["series"],
         }
     return out
 
@@ -172,6 +192,21 @@ def bench_lanes_drain(kit: Kit, n: int, rounds: int) -> dict[str, Any]:
         "four_lanes": {"tasks_per_s": m_four, "rounds": four},
         "ratio": m_four / m_one,
     }
+
+
+def draw(results: dict[str, Any], meta: dict[str, Any], results_dir: Path) -> tuple[Path, str]:
+    """Write ``lanes.json`` and draw ``lanes.png`` in ``results_dir`` (with matplotlib from
+    the chart's own virtualenv); return the image and why it was not drawn, or ``""``."""
+    from benchmarks import compare
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    data = results_dir / "lanes.json"
+    keep = ("when", "postgresql", "python", "cpus")
+    data.write_text(
+        json.dumps({"meta": {k: meta.get(k) for k in keep}, **results["lanes_story"]}, indent=1)
+    )
+    png = results_dir / "lanes.png"
+    return png, compare.draw_chart(data, png, script="chart_lanes.py")
 
 
 def rows(results: dict[str, Any]) -> list[dict[str, Any]]:

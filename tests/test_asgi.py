@@ -21,7 +21,7 @@ from django.conf import settings
 from django.test import override_settings
 
 import aiotaskq.asgi
-from aiotaskq import ConfigurationError, InvalidQueueName
+from aiotaskq import ConfigurationError, InvalidQueueName, InvalidWorkerOptions
 from aiotaskq.worker import Worker
 from tests.app import tasks
 from tests.app.models import Execution
@@ -332,6 +332,27 @@ async def test_cancelled_while_draining_gives_back_at_once(
     assert _task_rows(db) == [("queued", 1)]
 
 
+async def test_caps_make_lanes_in_the_servers_worker(db: Any) -> None:
+    """``caps`` are ``--queues exports:1,critical``: the one export slot is never the
+    critical queue's, and the second export waits for the first."""
+    async with aiotaskq.asgi.lifespan(
+        concurrency=3, threads=1, grace=0.5, queues=["exports", "critical"], caps={"exports": 1}
+    ) as worker:
+        assert worker is not None
+        assert str(worker.lanes) == "exports:1, critical (sharing 2)"
+        for label in ("export-1", "export-2"):
+            await aiotaskq.aenqueue_many(
+                [tasks.sleep_then_record.s(label, 60).set(queue="exports")]
+            )
+        await _eventually(lambda: Execution.objects.filter(label__endswith=":start").aexists())
+        await tasks.record.adelay("urgent")  # the default queue is not served
+        await aiotaskq.aenqueue_many([tasks.record.s("critical").set(queue="critical")])
+        await _eventually(lambda: Execution.objects.filter(label="critical").aexists())
+        started = [e.label async for e in Execution.objects.filter(label__endswith=":start")]
+        assert len(started) == 1, started
+    assert sorted(_task_rows(db)) == [("queued", 0), ("queued", 0), ("queued", 1)]
+
+
 def test_bad_options_fail_when_the_app_is_built() -> None:
     with pytest.raises(ConfigurationError, match="concurrency"):
         aiotaskq.asgi.with_worker(_not_called, concurrency=0)
@@ -339,3 +360,11 @@ def test_bad_options_fail_when_the_app_is_built() -> None:
         aiotaskq.asgi.with_worker(_not_called, queues="default")
     with pytest.raises(InvalidQueueName):
         aiotaskq.asgi.lifespan(queues=["no spaces"])
+    with pytest.raises(InvalidWorkerOptions, match="add up to 12, more than the concurrency of 10"):
+        aiotaskq.asgi.with_worker(
+            _not_called, concurrency=10, queues=["a", "b"], caps={"a": 6, "b": 6}
+        )
+    with pytest.raises(InvalidWorkerOptions, match="'b', which this worker does not serve"):
+        aiotaskq.asgi.lifespan(queues=["a"], caps={"b": 1})
+    with pytest.raises(ConfigurationError, match="caps must map queue names"):
+        aiotaskq.asgi.lifespan(queues=["a"], caps=[("a", 1)])  # type: ignore[arg-type]

@@ -77,6 +77,12 @@ def test_all_capped_leaves_the_rest_unused() -> None:
             10,
             "must be a positive integer (at most 1,000,000), got 0",
         ),
+        (
+            ["critical"],
+            {"exports": 2},
+            10,
+            "caps are given for 'exports', which this worker does not serve",
+        ),
     ],
 )
 def test_caps_that_do_not_fit_are_refused(

@@ -102,8 +102,8 @@ def plan_lanes(queues: Sequence[str], caps: Mapping[str, int], concurrency: int)
 
     Raises:
         InvalidWorkerOptions: a queue that ``QUEUES`` (when set) does not know, a cap that is
-            not a positive integer, or caps that leave no slots for the uncapped queues or
-            exceed ``concurrency``.
+            not a positive integer or is given for a queue not in ``queues``, or caps that
+            leave no slots for the uncapped queues or exceed ``concurrency``.
     """
     settings = get_settings()
     known = settings.QUEUES
@@ -114,6 +114,11 @@ def plan_lanes(queues: Sequence[str], caps: Mapping[str, int], concurrency: int)
                 f"{', '.join(sorted({*known, settings.DEFAULT_QUEUE}))}): nothing can be "
                 "enqueued to it; add it there to serve it"
             )
+    if stray := sorted(set(caps) - set(queues)):
+        raise InvalidWorkerOptions(
+            f"caps are given for {', '.join(map(repr, stray))}, which this worker does not "
+            f"serve (it serves {', '.join(queues)}): add the queue to its queues or drop the cap"
+        )
     lanes: list[Lane] = []
     shared: list[str] = []
     sources: list[str] = []
