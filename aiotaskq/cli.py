@@ -476,7 +476,7 @@ def own_command_line() -> list[str]:
 
 def _status(options: argparse.Namespace) -> int:
     from .conf import get_settings
-    from .db.status import QueueStatus, queue_status
+    from .db.status import QueueStatus, in_progress, queue_status
 
     settings = get_settings()
     rows = _asyncio_run(queue_status(settings.DIRTY_AFTER))
@@ -505,7 +505,10 @@ def _status(options: argparse.Namespace) -> int:
                             "slots_in_use": r.active,
                         }
                         for r in rows
-                    }
+                    },
+                    # Running tasks that report their progress (set_progress), the
+                    # longest-running first, at most 100.
+                    "in_progress": _asyncio_run(in_progress()),
                 },
                 indent=2,
             )

@@ -81,3 +81,37 @@ class TimeLimitExceeded(AiotaskqError, TimeoutError):
 
 class Revoked(AiotaskqError):
     """Recorded for a task that was revoked while it ran (the coroutine was cancelled)."""
+
+
+class NotInTask(AiotaskqError, LookupError):
+    """``current_task()`` was called outside a task run by a worker (or by eager mode)."""
+
+
+class InvalidCheckpoint(AiotaskqError, TypeError, ValueError):
+    """A checkpoint that is not JSON, holds text PostgreSQL cannot store, or is larger than
+    ``AIOTASKQ["MAX_ARGUMENTS_BYTES"]``: nothing was written."""
+
+
+class InvalidProgress(AiotaskqError, TypeError, ValueError):
+    """``set_progress()`` with a ``done`` or ``total`` that is not a finite number >= 0, or a
+    ``message`` that is not a str."""
+
+
+class LeaseLost(AiotaskqError):
+    """A write of an attempt that no longer holds its task (rescued as Dirty, re-run
+    elsewhere, deleted): it changed nothing."""
+
+
+class TaskFailed(AiotaskqError):
+    """The task waited for failed for good: its last error's exception type (a dotted
+    name), message and traceback text are in ``type``, ``message`` and ``traceback``."""
+
+    def __init__(self, task_id: object, error_type: str, message: str, traceback: str) -> None:
+        super().__init__(f"Task {task_id} failed: {error_type}: {message}")
+        self.task_id = task_id
+        self.type = error_type
+        self.message = message
+        self.traceback = traceback
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.task_id, self.type, self.message, self.traceback))

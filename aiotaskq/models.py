@@ -82,6 +82,23 @@ class Task(models.Model):
         ),
     )
 
+    checkpoint = models.JSONField(
+        null=True,
+        blank=True,
+        help_text=(
+            "What the task last saved with save_checkpoint(): kept across retries, rescue and "
+            "re-runs, so that the next attempt resumes from it; gone with the row on success."
+        ),
+    )
+    progress = models.JSONField(
+        null=True,
+        blank=True,
+        help_text=(
+            "The last set_progress() of the task (done, total, message, at), written with the "
+            "worker's heartbeat."
+        ),
+    )
+
     class Meta:
         db_table = "aiotaskq_task"
         indexes = [

@@ -69,3 +69,10 @@ def export_sync(seconds: float) -> None:
 @task(queue="critical")
 def critical_sync(i: int = 0) -> None:
     """The 3 AM story's password-reset email: a plain function that returns at once."""
+
+
+@task(keep_result=600)
+async def stamp_end(i: int) -> float:
+    """Returns the moment it ended (this machine's clock): the waiting scenario times the
+    wait from there to its return."""
+    return time.time()

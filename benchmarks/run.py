@@ -41,6 +41,7 @@ from benchmarks import (  # noqa: E402
     scenarios_horizon,
     scenarios_lanes,
     scenarios_load,
+    scenarios_long,
     scenarios_procs,
 )
 
@@ -63,6 +64,8 @@ SCENARIOS = (
     "horizon",
     "lanes_story",
     "lanes_drain",
+    "waiting",
+    "progress",
 )
 # Scenarios left out of a run unless --only names them: `horizon` takes 17 minutes in full.
 ON_REQUEST = ("horizon",)
@@ -543,6 +546,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     rows += [Row(**row) for row in scenarios_procs.rows(results)]
     rows += [Row(**row) for row in scenarios_horizon.rows(results)]
     rows += [Row(**row) for row in scenarios_lanes.rows(results)]
+    rows += [Row(**row) for row in scenarios_long.rows(results)]
     return rows
 
 
@@ -743,6 +747,11 @@ def main(argv: list[str] | None = None) -> int:
             "lanes_drain",
             lambda: scenarios_lanes.bench_lanes_drain(kit, sizes.drain, max(5, sizes.rounds)),
         ),
+        (
+            "waiting",
+            lambda: scenarios_long.bench_waiting(kit, sizes.latency, sizes.drain, sizes.rounds),
+        ),
+        ("progress", lambda: scenarios_long.bench_progress(100_000)),
     ]
     for name, step in steps:
         if name in only:

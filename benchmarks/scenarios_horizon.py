@@ -362,6 +362,7 @@ def explain_worker_statements(conn: psycopg.Connection[Any]) -> dict[str, Any]:
         "ids": "{" + ",".join(str(i) for i, _ in leases) + "}",
         "attempts": "{" + ",".join(str(a) for _, a in leases) + "}",
         "worker_id": NOBODY,
+        "progress": "{}",
     }
     out["leases"] = len(leases)
     out["heartbeat"] = explain(conn, text("heartbeat"), params)

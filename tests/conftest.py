@@ -99,6 +99,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     from django.db import connections
 
+    from aiotaskq.tasks import waiting
+
+    waiting.close()
     connections.close_all()
     with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
@@ -145,10 +148,13 @@ def db() -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture(autouse=True)
 def _clean_tables() -> Iterator[None]:
     with psycopg.connect(task_db_conninfo(), autocommit=True) as conn:
-        conn.execute("TRUNCATE aiotaskq_task, testapp_execution")
+        conn.execute("TRUNCATE aiotaskq_task, aiotaskq_waiter, testapp_execution")
     yield
     from django.db import connections
 
+    from aiotaskq.tasks import waiting
+
+    waiting.close()  # the waiting thread's connections are not the next test's to count
     connections.close_all()
 
 

@@ -126,3 +126,23 @@ def test_a_dirty_task_says_why(db: psycopg.Connection[Any], admin: Client) -> No
         '<p class="aiotaskq-note">'
         not in admin.get(url("failed", str(failed), "change")).content.decode()
     )
+
+
+def test_an_active_task_shows_its_progress_and_checkpoint(
+    db: psycopg.Connection[Any],
+    admin: Client,  # noqa: F811
+) -> None:
+    task_id = insert(db, "active")
+    db.execute(
+        "UPDATE aiotaskq_task SET checkpoint = '{\"after\": 4000}', progress = "
+        '\'{"done": 4000, "total": 10000, "message": "4,000 <b>of</b> 10,000 rows",'
+        ' "at": "2026-11-22T18:47:02+00:00"}\' WHERE id = %s',
+        (task_id,),
+    )
+    listing = admin.get(url("active")).content.decode()
+    assert '<progress class="aiotaskq-progress" value="40.0" max="100"' in listing
+    assert "4,000 &lt;b&gt;of&lt;/b&gt; 10,000 rows" in listing  # escaped
+    page = admin.get(url("active", str(task_id), "change")).content.decode()
+    assert "(40&nbsp;%)" in page
+    assert "2026-11-22 18:47:02" in page
+    assert "&quot;after&quot;: 4000" in page

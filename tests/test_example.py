@@ -69,6 +69,8 @@ def test_the_demo_delivers_every_webhook_and_stops_cleanly(
     assert summary["pending"] == 0
     assert summary["delivered"] + summary["failed"] == DELIVERIES
     assert summary["all_final"]
+    # The summary view awaited a task's result: the same counts, by status.
+    assert summary["summary_view"] == {k: summary[k] for k in ("delivered", "failed") if summary[k]}
     # The server stopped on SIGTERM through its lifespan shutdown, and left no task row
     # running or queued; a delivery failed for good is kept as a Failed task.
     assert summary["web_stopped_cleanly"]

@@ -224,7 +224,10 @@ async def test_lookups_by_id_stay_on_the_key_when_a_segment_fills_again(
     (name,) = await cur.fetchone() or (None,)
     assert name is not None
     ids = "{" + ",".join(str(i) for i, _ in leases) + "}"
-    values = [sql.Literal(v) for v in (ids, "{" + ",".join("1" * len(leases)) + "}", "w1")]
+    params = [ids, "{" + ",".join("1" * len(leases)) + "}", "w1"]
+    if statement == "heartbeat":
+        params.append("{}")  # no progress
+    values = [sql.Literal(v) for v in params]
     cur = await conn.execute(
         sql.SQL("EXPLAIN (FORMAT JSON) EXECUTE {}({})").format(
             sql.Identifier(name), sql.SQL(", ").join(values)

@@ -62,7 +62,19 @@ PARAMS: dict[str, dict[str, Any]] = {
     "oldest_snapshot": {},
     "position_writers": {},
     "ready_between": {"queues": ["q"], "after": 0, "upto": 2**63 - 1},
-    "heartbeat": {"ids": "{" + str(uuid.uuid4()) + "}", "attempts": "{1}", "worker_id": "w"},
+    "heartbeat": {
+        "ids": "{" + str(uuid.uuid4()) + "}",
+        "attempts": "{1}",
+        "worker_id": "w",
+        "progress": "{}",
+    },
+    "checkpoint": {"id": uuid.uuid4(), "attempt": 1, "worker_id": "w", "value": '{"n": 1}'},
+    "look": {"ids": [uuid.uuid4()]},
+    "look_locked": {"ids": [uuid.uuid4()]},
+    "wait_register": {"ids": [uuid.uuid4()], "waiter": "h:1:x"},
+    "wait_unregister": {"ids": None, "waiter": "h:1:x"},
+    "wait_prune": {"limit": 10},
+    "in_progress": {"limit": 10},
     "ack": {"ids": "{" + str(uuid.uuid4()) + "}", "attempts": "{1}", "worker_id": "w"},
     "fail": {
         "items": f'[{{"id": "{uuid.uuid4()}", "attempt": 1, "error": {{}}}}]',
@@ -277,9 +289,9 @@ def test_claim_gives_each_lane_its_demand(db: Any) -> None:
         ).fetchall()
     got: dict[str, int] = {}
     for row in rows:
-        if row[11]:  # Kept; the others say what a lane left, per range.
+        if row[12]:  # Kept; the others say what a lane left, per range.
             got[row[2]] = got.get(row[2], 0) + 1
-    left = {(row[2], row[9]) for row in rows if not row[11]}
+    left = {(row[2], row[9]) for row in rows if not row[12]}
     assert left == {("b", 0)}
     # exports: its 2 of 500; critical: all 3 it has; the shared lane of a and b: 5, a's
     # higher priority first.
@@ -384,6 +396,7 @@ def test_heartbeat_never_waits_for_a_locked_row(db: Any) -> None:
                     "ids": "{" + ",".join(map(str, ids)) + "}",
                     "attempts": "{1,1}",
                     "worker_id": "w",
+                    "progress": "{}",
                 },
             ).fetchall()
         acking.rollback()

@@ -17,7 +17,7 @@ from ..conf import get_settings
 from ..db import control
 from ..models import Task
 from .actions import ByHand, Kept, Revocable
-from .render import duration, json_html
+from .render import duration, json_html, progress_html
 
 __all__ = [
     "ActiveAdmin",
@@ -75,11 +75,23 @@ class FutureAdmin(Revocable):
 class ActiveAdmin(Revocable):
     """Running with a fresh heartbeat, the longest-running first."""
 
-    list_display = ("name", "queue", "worker_id", "attempt", "running_for", "last_beat")
+    list_display = (
+        "name",
+        "queue",
+        "worker_id",
+        "attempt",
+        "running_for",
+        "last_beat",
+        "progress_bar",
+    )
     ordering = ("started_at",)
 
     def list_annotations(self) -> dict[str, Any]:
         return {"running_for_": _since("started_at"), "last_beat_": _since("alive_at")}
+
+    @admin.display(description="progress")
+    def progress_bar(self, obj: Task) -> SafeString | str:
+        return progress_html(obj.progress)
 
     @admin.display(description="running for", ordering="started_at")
     def running_for(self, obj: Task) -> str:

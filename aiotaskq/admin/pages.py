@@ -17,6 +17,7 @@ from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.db.models.functions import Now
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from ..conf import get_settings
@@ -33,7 +34,7 @@ from ..models import (
 )
 from .filters import NameFilter, QueueFilter
 from .pagination import EstimatedCountPaginator
-from .render import duration, errors_html, json_html, moment
+from .render import duration, errors_html, json_html, moment, progress_html
 
 if TYPE_CHECKING:
     _ModelAdmin = admin.ModelAdmin[Any]
@@ -60,11 +61,13 @@ class TaskAdmin(_ModelAdmin):
         ("Schedule", {"fields": ("created", "execute", "expires", "time_limit")}),
         ("Lease", {"fields": ("worker_id", "attempt", "started", "heartbeat", "finished")}),
         ("Errors", {"fields": ("error_history",)}),
+        ("Long jobs", {"fields": ("progress_now", "checkpoint_json")}),
     )
     readonly_fields = (
         *("name", "id", "queue", "priority", "state", "args_json", "kwargs_json"),
         *("created", "execute", "expires", "time_limit"),
         *("worker_id", "attempt", "started", "heartbeat", "finished", "error_history"),
+        *("progress_now", "checkpoint_json"),
     )
     #: Buttons on a task's page for the actions the user may take: (action, label).
     detail_actions: ClassVar[tuple[tuple[str, str], ...]] = ()
@@ -77,7 +80,7 @@ class TaskAdmin(_ModelAdmin):
         annotations: dict[str, Any] = self.list_annotations()
         listed: QuerySet[Any] = (
             queryset.using(get_settings().DATABASE)
-            .defer("args", "kwargs", "errors")
+            .defer("args", "kwargs", "errors", "checkpoint")
             .annotate(**annotations)
         )
         return listed
@@ -167,6 +170,20 @@ class TaskAdmin(_ModelAdmin):
     @admin.display(description="errors")
     def error_history(self, obj: Task) -> SafeString:
         return errors_html(obj.errors)
+
+    @admin.display(description="progress")
+    def progress_now(self, obj: Task) -> SafeString | str:
+        progress = obj.progress
+        shown = progress_html(progress)
+        if isinstance(progress, dict) and progress.get("at"):
+            return format_html(
+                '{} <span class="quiet">(set {})</span>', shown, moment(progress["at"])
+            )
+        return shown
+
+    @admin.display(description="checkpoint")
+    def checkpoint_json(self, obj: Task) -> SafeString | str:
+        return "-" if obj.checkpoint is None else json_html(obj.checkpoint)
 
     def page_note(self, obj: Task) -> str | None:
         """A line at the top of a task's page that says what its group means for it."""

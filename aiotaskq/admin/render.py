@@ -11,7 +11,14 @@ from django.utils import dateformat, timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-__all__ = ["MOMENT_FORMAT", "duration", "errors_html", "json_html", "moment"]
+__all__ = [
+    "MOMENT_FORMAT",
+    "duration",
+    "errors_html",
+    "json_html",
+    "moment",
+    "progress_html",
+]
 
 #: How every list, page and history of the admin shows a moment (Django's date format
 #: characters): ISO-like and to the second, ``2026-12-01 20:19:09 UTC``, in the current time
@@ -59,6 +66,36 @@ def json_html(value: Any) -> SafeString:
     """``value`` as indented JSON in a ``<pre>`` (escaped)."""
     text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
     return format_html('<pre class="aiotaskq-json">{}</pre>', text)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def progress_html(progress: Any) -> SafeString | str:
+    """A task's last ``set_progress()``: a bar when its total is known, how far it is, and its
+    message (escaped); ``-`` for none."""
+    if not isinstance(progress, dict):
+        return "-"
+    done, total = _number(progress.get("done")), _number(progress.get("total"))
+    message = str(progress.get("message") or "")
+    if done is None:
+        return "-"
+    shown = f"{done:g}" if total is None else f"{done:g} / {total:g}"
+    if total:
+        percent = max(0.0, min(100.0, 100.0 * done / total))
+        return format_html(
+            '<progress class="aiotaskq-progress" value="{}" max="100" title="{}"></progress> '
+            "{}&nbsp;({}&nbsp;%) {}",
+            f"{percent:.1f}",
+            shown,
+            shown,
+            f"{percent:.0f}",
+            message,
+        )
+    return format_html("{} {}", shown, message)
 
 
 def errors_html(errors: Any) -> SafeString:

@@ -55,6 +55,8 @@ class Claimed(NamedTuple):
     expired: bool
     priority: int
     pos: int
+    #: What the task's last attempt saved (JSON text), or None.
+    checkpoint: str | None = None
 
 
 class Left(NamedTuple):
@@ -87,8 +89,8 @@ async def claim(
         taken: list[Claimed] = []
         left: list[Left] = []
         for row in await cur.fetchall():
-            if row[11]:
-                taken.append(Claimed(*row[:11]))
+            if row[12]:
+                taken.append(Claimed(*row[:12]))
             else:
                 left.append(Left(row[2], row[9], row[10]))
         return taken, left

@@ -26,6 +26,7 @@ __all__ = [
     "prune",
     "release",
     "rescue",
+    "save_checkpoint",
     "write",
 ]
 
@@ -128,7 +129,8 @@ async def write(
         with translate_errors("Acknowledging tasks"):
             params = _lease_params([o.lease for o in outcomes], worker_id)
             cur = await conn.execute(text("ack"), params, prepare=True)
-            return cur.rowcount
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
     if isinstance(first, Released):
         released = [o for o in outcomes if isinstance(o, Released)]
         return await release(
@@ -147,7 +149,8 @@ async def write(
         statement, action = ("succeed", "Keeping results")
     with translate_errors(action):
         cur = await conn.execute(text(statement), params, prepare=True)
-        return cur.rowcount
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
 
 async def release(
@@ -166,12 +169,36 @@ async def release(
 
 
 async def heartbeat(
-    conn: psycopg.AsyncConnection[Any], leases: Sequence[Lease], worker_id: str
+    conn: psycopg.AsyncConnection[Any],
+    leases: Sequence[Lease],
+    worker_id: str,
+    progress: dict[uuid.UUID, str] | None = None,
 ) -> set[uuid.UUID]:
-    """Refresh ``alive_at`` of the held tasks; return the ids still held by this worker."""
+    """Refresh ``alive_at`` of the held tasks, and write the ``progress`` (JSON text by id)
+    set since the last beat; return the ids still held by this worker."""
+    params = _lease_params(leases, worker_id)
+    # One JSON object, built from JSON texts that progress_json made.
+    params["progress"] = (
+        "{" + ",".join([f'"{task_id}":{doc}' for task_id, doc in progress.items()]) + "}"
+        if progress
+        else "{}"
+    )
     with translate_errors("Writing the heartbeat"):
-        cur = await conn.execute(text("heartbeat"), _lease_params(leases, worker_id), prepare=True)
+        cur = await conn.execute(text("heartbeat"), params, prepare=True)
         return {row[0] for row in await cur.fetchall()}
+
+
+async def save_checkpoint(
+    conn: psycopg.AsyncConnection[Any], lease: Lease, worker_id: str, value: str
+) -> bool:
+    """Write an attempt's checkpoint (JSON text); False when the attempt no longer holds
+    its lease (nothing was written)."""
+    with translate_errors("Saving a checkpoint"):
+        cur = await conn.execute(
+            text("checkpoint"),
+            {"id": lease[0], "attempt": lease[1], "worker_id": worker_id, "value": value},
+        )
+        return cur.rowcount == 1
 
 
 async def rescue(

@@ -119,15 +119,16 @@ claimed AS (
     WHERE t.id = due.id AND t.segment = due.segment
       AND (due.expires_at IS NULL OR due.expires_at > now())
     RETURNING t.id, t.name, t.queue, t.args::text AS args, t.kwargs::text AS kwargs, t.attempt,
-              t.retries, t.time_limit, t.priority, t.pos
+              t.retries, t.time_limit, t.priority, t.pos, t.checkpoint::text AS checkpoint
 )
 SELECT id, name, queue, args, kwargs, attempt, retries, time_limit, false AS expired,
-       priority, pos, true AS kept
+       priority, pos, checkpoint, true AS kept
 FROM claimed
 UNION ALL
-SELECT id, name, queue, NULL, NULL, NULL, NULL, NULL, true, priority, pos, true FROM expired
+SELECT id, name, queue, NULL, NULL, NULL, NULL, NULL, true, priority, pos, NULL, true
+FROM expired
 UNION ALL
-SELECT NULL, NULL, queue, NULL, NULL, NULL, NULL, NULL, false, priority, min(pos), false
+SELECT NULL, NULL, queue, NULL, NULL, NULL, NULL, NULL, false, priority, min(pos), NULL, false
 FROM picked WHERE n > demand GROUP BY queue, priority;
 
 
@@ -205,8 +206,9 @@ GROUP BY queue, priority;
 
 
 -- name: heartbeat
--- One statement a beat for all of a worker's in-flight tasks. alive_at is in no index, so
--- this is a HOT update. The lease check skips rows the worker no longer owns; the ids that
+-- One statement a beat for all of a worker's in-flight tasks, with the progress each task
+-- set since the last beat (a JSON object by id; most beats carry "{}"). alive_at and progress
+-- are in no index, so this is a HOT update. The lease check skips rows the worker no longer owns; the ids that
 -- come back are the tasks it still holds. Locking: SKIP LOCKED, so a beat never waits. The
 -- worker's own ack of finished tasks (a concurrent statement on another connection) locks
 -- rows too; were the beat to wait for them while the ack waits for rows the beat locked,
@@ -221,33 +223,56 @@ WITH held AS (
     FOR UPDATE OF t SKIP LOCKED
 )
 UPDATE aiotaskq_task t
-SET alive_at = now()
+SET alive_at = now(), progress = COALESCE(%(progress)s::jsonb -> t.id::text, t.progress)
 FROM held
 WHERE t.id = held.id
 RETURNING t.id;
 
 
+-- name: checkpoint
+-- A task's save_checkpoint(): durable at once, and only while the attempt holds the lease (a
+-- late writer changes nothing and is told). It counts as a beat. The row lock is waited for:
+-- the worker's own heartbeat holds it for a moment at most.
+UPDATE aiotaskq_task t
+SET checkpoint = %(value)s::jsonb, alive_at = now()
+WHERE t.id = %(id)s AND t.attempt = %(attempt)s AND t.worker_id = %(worker_id)s
+  AND t.state = 'running'
+RETURNING 1;
+
+
 -- name: ack
 -- Successful tasks, many at once: the row is deleted. The lease check makes a late ack of
 -- a worker that lost the task (frozen, cut off, or the task re-run meanwhile) change nothing.
-DELETE FROM aiotaskq_task t
-USING unnest(%(ids)s::text::uuid[], %(attempts)s::text::int[]) AS l(id, attempt)
-WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
-  AND t.state = 'running';
+-- aiotaskq_announce (migration 0010) tells those who wait for one of them, once the rows are
+-- locked; with no waiter it is one look at an empty index. Returns how many were deleted.
+WITH acked AS (
+    DELETE FROM aiotaskq_task t
+    USING unnest(%(ids)s::text::uuid[], %(attempts)s::text::int[]) AS l(id, attempt)
+    WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
+      AND t.state = 'running'
+    RETURNING t.id
+)
+SELECT count(*), aiotaskq_announce(array_agg(id)) FROM acked;
 
 
 -- name: succeed
 -- Successful tasks that keep their result (Django's tasks framework), many at once: the row
 -- stays as "succeeded" with the return value until expires_at (now + its retention).
--- Lease-checked like ack. Like fail and retry, the batch is one JSON document (an array of
--- {"id", "attempt", ...} objects): one text parameter, whatever the values inside.
-UPDATE aiotaskq_task t
-SET state = 'succeeded', finished_at = now(), alive_at = now(),
-    return_value = COALESCE(l.value, 'null'::jsonb),
-    expires_at = now() + make_interval(secs => l.retention)
-FROM jsonb_to_recordset(%(items)s::jsonb) AS l(id uuid, attempt int, value jsonb, retention float8)
-WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
-  AND t.state = 'running';
+-- Lease-checked and announced like ack; the checkpoint goes (the task is done). Like fail and
+-- retry, the batch is one JSON document (an array of {"id", "attempt", ...} objects): one
+-- text parameter, whatever the values inside.
+WITH kept AS (
+    UPDATE aiotaskq_task t
+    SET state = 'succeeded', finished_at = now(), alive_at = now(), checkpoint = NULL,
+        return_value = COALESCE(l.value, 'null'::jsonb),
+        expires_at = now() + make_interval(secs => l.retention)
+    FROM jsonb_to_recordset(%(items)s::jsonb)
+         AS l(id uuid, attempt int, value jsonb, retention float8)
+    WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
+      AND t.state = 'running'
+    RETURNING t.id
+)
+SELECT count(*), aiotaskq_announce(array_agg(id)) FROM kept;
 
 
 -- name: prune
@@ -392,18 +417,69 @@ FROM aiotaskq_task
 WHERE id = %(id)s;
 
 
+-- name: look
+-- What a waiter (AsyncResult.get, aget, state, progress) needs of tasks: their state and
+-- queue, progress, kept value and last error. An id with no row is a task that finished
+-- without keeping a result (or was never enqueued, or was deleted). Reads only.
+SELECT id, state, queue, progress::text, return_value::text, (errors -> -1)::text
+FROM aiotaskq_task
+WHERE id = ANY(%(ids)s::uuid[]);
+
+
+-- name: look_locked
+-- The same, for tasks a waiter has just seen running, right after it registered: FOR SHARE
+-- waits for a statement that is ending one of them (an ack, a fail) to commit, and then reads
+-- what it left. An ending statement announces only the waiters registered before its look
+-- (aiotaskq_announce); this closes the gap for those that registered during it. Queued rows
+-- are left out, so a claim never finds one of them locked.
+SELECT id, state, queue, progress::text, return_value::text, (errors -> -1)::text
+FROM aiotaskq_task
+WHERE id = ANY(%(ids)s::uuid[]) AND state <> 'queued'
+FOR SHARE;
+
+
+-- name: wait_register
+-- A process starts waiting for tasks (one row per task and process).
+INSERT INTO aiotaskq_waiter (task_id, waiter)
+SELECT id, %(waiter)s FROM unnest(%(ids)s::uuid[]) AS id;
+
+
+-- name: wait_unregister
+-- A process stops waiting for tasks (NULL ids: for all of them, as on a new connection).
+DELETE FROM aiotaskq_waiter
+WHERE waiter = %(waiter)s AND (%(ids)s::uuid[] IS NULL OR task_id = ANY(%(ids)s::uuid[]));
+
+
+-- name: wait_prune
+-- Waiters of processes that went away without unregistering (killed): those of tasks that
+-- no longer exist, and any older than a day, a bounded batch at a time.
+DELETE FROM aiotaskq_waiter
+WHERE ctid IN (
+    SELECT w.ctid FROM aiotaskq_waiter w
+    WHERE w.since < now() - interval '1 day'
+       OR (w.since < now() - interval '1 minute'
+           AND NOT EXISTS (SELECT 1 FROM aiotaskq_task t WHERE t.id = w.task_id))
+    LIMIT %(limit)s
+);
+
+
 -- name: fail
 -- Failed tasks, many at once: kept with the attempt's error appended, for inspection and
--- re-run. Lease-checked like ack. retries counts every failed attempt; errors keeps the
--- first 10 and the last 10 of them (past 20, the oldest of the last ten, index 10, is
--- dropped at each append), so a task retried without limit never grows its row unbounded.
-UPDATE aiotaskq_task t
-SET state = 'failed', finished_at = now(), alive_at = now(), retries = t.retries + 1,
-    errors = (CASE WHEN jsonb_array_length(t.errors) < 20 THEN t.errors ELSE t.errors - 10 END)
-             || jsonb_build_array(l.error)
-FROM jsonb_to_recordset(%(items)s::jsonb) AS l(id uuid, attempt int, error jsonb)
-WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
-  AND t.state = 'running';
+-- re-run; its checkpoint stays for a re-run. Lease-checked and announced like ack. retries
+-- counts every failed attempt; errors keeps the first 10 and the last 10 of them (past 20,
+-- the oldest of the last ten, index 10, is dropped at each append), so a task retried without
+-- limit never grows its row unbounded.
+WITH failed AS (
+    UPDATE aiotaskq_task t
+    SET state = 'failed', finished_at = now(), alive_at = now(), retries = t.retries + 1,
+        errors = (CASE WHEN jsonb_array_length(t.errors) < 20 THEN t.errors
+                       ELSE t.errors - 10 END) || jsonb_build_array(l.error)
+    FROM jsonb_to_recordset(%(items)s::jsonb) AS l(id uuid, attempt int, error jsonb)
+    WHERE t.id = l.id AND t.attempt = l.attempt AND t.worker_id = %(worker_id)s
+      AND t.state = 'running'
+    RETURNING t.id
+)
+SELECT count(*), aiotaskq_announce(array_agg(id)) FROM failed;
 
 
 -- name: retry
@@ -577,3 +653,13 @@ SELECT queue,
 FROM aiotaskq_task
 GROUP BY queue
 ORDER BY queue;
+
+
+-- name: in_progress
+-- The running tasks that report progress, for "aiotaskq status --json", the longest-running
+-- first. "started_at IS NOT NULL" lets the partial index of running tasks serve it. Reads only.
+SELECT id, name, queue, worker_id, attempt, started_at, progress::text
+FROM aiotaskq_task
+WHERE state = 'running' AND started_at IS NOT NULL AND progress IS NOT NULL
+ORDER BY started_at
+LIMIT %(limit)s;

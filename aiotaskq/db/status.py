@@ -3,14 +3,16 @@ kept results of Django's tasks framework)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
 from .connect import conninfo, translate_errors
 from .sql import text
 
-__all__ = ["QueueStatus", "queue_status"]
+__all__ = ["QueueStatus", "in_progress", "queue_status"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,5 +58,26 @@ async def queue_status(dirty_after: float) -> list[QueueStatus]:
             succeeded=r[6],
             oldest_pending_age_s=r[7],
         )
+        for r in rows
+    ]
+
+
+async def in_progress(limit: int = 100) -> list[dict[str, Any]]:
+    """The running tasks that report progress (``set_progress``), the longest-running
+    first: id, name, queue, worker, attempt, start, and the progress document."""
+    with translate_errors("Reading the tasks in progress"):
+        async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+            cur = await conn.execute(text("in_progress"), {"limit": limit})
+            rows = await cur.fetchall()
+    return [
+        {
+            "id": str(r[0]),
+            "name": r[1],
+            "queue": r[2],
+            "worker_id": r[3],
+            "attempt": r[4],
+            "started_at": r[5].isoformat() if r[5] is not None else None,
+            "progress": json.loads(r[6]),
+        }
         for r in rows
     ]

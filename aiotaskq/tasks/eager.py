@@ -13,6 +13,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from ..conf import get_settings
 from ..db.enqueue import TaskRow
 from ..serialization import decode_arguments
+from .context import eager_context, running
 from .registry import get_task
 from .result import EagerResult
 
@@ -33,7 +34,9 @@ def run_eagerly(rows: Sequence[TaskRow]) -> list[EagerResult]:
         args, kwargs = decode_arguments(row.args, row.kwargs)
         try:
             fn = async_to_sync(task.fn) if task.is_async else task.fn
-            results.append(EagerResult(row.id, value=fn(*args, **kwargs)))
+            with running(eager_context(row.id, row.name, row.queue)):
+                value = fn(*args, **kwargs)
+            results.append(EagerResult(row.id, value=value))
         except Exception as exc:
             results.append(_failed(row, exc))
     return results
@@ -46,10 +49,11 @@ async def arun_eagerly(rows: Sequence[TaskRow]) -> list[EagerResult]:
         task = get_task(row.name)
         args, kwargs = decode_arguments(row.args, row.kwargs)
         try:
-            if task.is_async:
-                value = await task.fn(*args, **kwargs)
-            else:
-                value = await sync_to_async(task.fn)(*args, **kwargs)
+            with running(eager_context(row.id, row.name, row.queue)):
+                if task.is_async:
+                    value = await task.fn(*args, **kwargs)
+                else:
+                    value = await sync_to_async(task.fn)(*args, **kwargs)
             results.append(EagerResult(row.id, value=value))
         except Exception as exc:
             results.append(_failed(row, exc))

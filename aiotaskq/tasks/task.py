@@ -288,6 +288,7 @@ def task(
     retry_backoff_max: float = 600.0,
     retry_jitter: bool = True,
     on_dirty: OnDirty = "keep",
+    keep_result: float | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -308,6 +309,7 @@ def task(
     retry_backoff_max: float = 600.0,
     retry_jitter: bool = True,
     on_dirty: OnDirty = "keep",
+    keep_result: float | None = None,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register ``fn`` (an ``async def`` or a plain ``def``) as a task.
 
@@ -321,6 +323,8 @@ def task(
     (a delay drawn from [0, delay]). ``time_limit`` cancels a coroutine attempt after that
     many seconds (a plain function cannot be interrupted: it is reported instead).
     ``on_dirty="retry"`` reruns Dirty tasks of this name (only for idempotent tasks).
+    ``keep_result=SECONDS`` keeps a successful attempt's return value (JSON) that long, as
+    ``succeeded``, for ``AsyncResult.get()`` and the admin; by default the row is deleted.
 
     Raises:
         InvalidQueueName: the queue name is not valid.
@@ -337,6 +341,16 @@ def task(
         retry_jitter=retry_jitter,
     )
 
+    if keep_result is not None and (
+        isinstance(keep_result, bool)
+        or not isinstance(keep_result, int | float)
+        or not 0 < keep_result < float("inf")
+    ):
+        raise ConfigurationError(
+            f"keep_result must be a positive number of seconds to keep the result, got "
+            f"{keep_result!r}."
+        )
+
     def decorate(f: Callable[P, R]) -> Task[P, R]:
         return Task(
             f,
@@ -347,6 +361,7 @@ def task(
             time_limit=time_limit,
             on_dirty=on_dirty,
             policy=policy,
+            result_retention=None if keep_result is None else float(keep_result),
         )
 
     return decorate(fn) if fn is not None else decorate

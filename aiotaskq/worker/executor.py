@@ -18,11 +18,14 @@ from asgiref.sync import sync_to_async
 from django import db as django_db
 from django.db import close_old_connections
 
+from ..db import finish
 from ..db.claim import Claimed
+from ..db.connect import WorkerDatabase
 from ..db.finish import Outcome, Released, Retried
 from ..errors import Revoked, TaskNotRegistered, TimeLimitExceeded
 from ..retry import Snooze
 from ..serialization import decode_arguments
+from ..tasks.context import TaskContext, activate
 from ..tasks.registry import get_task
 from ..tasks.task import Attempt, Task
 from ..tracebacks import safe_str
@@ -63,6 +66,8 @@ class Job:
     #: the attempt does later is dropped.
     ended: bool = False
     watchdog: asyncio.TimerHandle | None = None
+    #: What the task sees of itself (``current_task()``): its checkpoint and progress.
+    context: TaskContext | None = None
 
     @property
     def lease(self) -> tuple[uuid.UUID, int]:
@@ -90,8 +95,11 @@ class Executor:
         db: DatabaseThreads,
         *,
         lanes: LanePlan,
+        database: WorkerDatabase | None = None,
     ) -> None:
         self._db = db
+        # Where checkpoints are written (the worker's pool); None: not written (tests).
+        self._database = database
         self.lanes = lanes
         self.slots = Slots(lanes)
         # ``concurrency`` less what a worker whose queues are all capped leaves unused.
@@ -174,6 +182,16 @@ class Executor:
                 retries=row.retries or 0,
                 time_limit=row.time_limit,
             )
+            job.context = TaskContext(
+                id=job.id,
+                name=job.name,
+                queue=job.queue,
+                attempt=job.attempt,
+                retries=job.retries,
+                checkpoint=row.checkpoint,
+                writer=self._write_checkpoint if self._database is not None else None,
+                loop=loop,
+            )
             self.jobs[job.id] = job
             self.slots.take(job.queue)
             self._empty.clear()
@@ -183,6 +201,29 @@ class Executor:
         if self.start_budget is not None and self.start_budget <= 0 and self.on_budget_spent:
             self.on_budget_spent()
 
+    async def _write_checkpoint(self, task_id: uuid.UUID, attempt: int, value: str) -> bool:
+        job = self.jobs.get(task_id)
+        if job is None or job.attempt != attempt or job.ended:
+            return False  # the attempt was ended without it (stubborn, released, overrun)
+        assert self._database is not None
+        async with self._database.connection("Saving a checkpoint") as conn:
+            return await finish.save_checkpoint(conn, job.lease, self._worker_id, value)
+
+    def progress(self) -> dict[uuid.UUID, str]:
+        """The progress each running job set since the last call (for the heartbeat)."""
+        out: dict[uuid.UUID, str] = {}
+        for job in self.jobs.values():
+            if job.context is not None and (doc := job.context.take_progress()) is not None:
+                out[job.id] = doc
+        return out
+
+    def put_back_progress(self, progress: dict[uuid.UUID, str]) -> None:
+        """Progress a beat could not write, for the next beat (unless set anew since)."""
+        for task_id, doc in progress.items():
+            job = self.jobs.get(task_id)
+            if job is not None and job.context is not None:
+                job.context.put_back_progress(doc)
+
     def _attempt(self, job: Job) -> outcome.Attempt:
         return outcome.Attempt(job.lease, job.name, job.queue, job.retries, self._worker_id)
 
@@ -190,6 +231,8 @@ class Executor:
         # Every way an attempt can end becomes one outcome; only the worker's own
         # cancellation (revoke, a graceful stop, the worker torn down) is treated as such.
         task: Task[Any, Any] | None = None
+        if job.context is not None:
+            activate(job.context)  # this attempt's task (an asyncio task of its own)
         try:
             task = get_task(job.name)
             args, kwargs = decode_arguments(args_json, kwargs_json)

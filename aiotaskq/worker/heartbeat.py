@@ -19,7 +19,8 @@ logger = logging.getLogger(__name__)
 
 class Heartbeat:
     """Every ``interval`` seconds, one statement refreshes ``alive_at`` of every task this
-    worker holds (running, or finished with its outcome not yet written).
+    worker holds (running, or finished with its outcome not yet written), and writes the
+    progress its tasks set since the last beat (``set_progress``).
 
     The beat also measures how late the loop woke it: a stall longer than a beat means a task
     blocked the loop (a blocking call inside ``async def``); it is logged with the names of
@@ -62,12 +63,15 @@ class Heartbeat:
         leases = [j.lease for j in self._executor.jobs.values()] + self._reporter.unwritten()
         if not leases:
             return
+        progress = self._executor.progress()
         try:
             async with self._db.connection("Writing the heartbeat") as conn:
-                held = await finish.heartbeat(conn, leases, self._worker_id)
+                held = await finish.heartbeat(conn, leases, self._worker_id, progress)
         except DatabaseUnreachable:
+            self._executor.put_back_progress(progress)
             return  # the database.unreachable line has told
         except DatabaseError as exc:
+            self._executor.put_back_progress(progress)
             logger.warning("heartbeat.failed: %s", exc, extra={"worker_id": self._worker_id})
             return
         lost = [lease for lease in leases if lease[0] not in held]

@@ -231,6 +231,7 @@ class Worker:
             self.id,
             db_threads,
             lanes=self.lanes,
+            database=db,
         )
         self.executor = executor
         db.on_back = functools.partial(self._database_back, reporter, wake)

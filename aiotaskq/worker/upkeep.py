@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from ..db import finish, rotate, upkeep
+from ..db import finish, rotate, upkeep, waiting
 from ..db.connect import WorkerDatabase
 
 __all__ = ["Pruner", "Rotator", "TableKeeper"]
@@ -26,7 +26,8 @@ ANALYZE_CHANGED_ROWS = 10_000
 
 
 class Pruner:
-    """Deletes expired results in bounded batches (every minute, from the worker)."""
+    """Deletes expired results, and the waiters left by processes that went away, in bounded
+    batches (every minute, from the worker)."""
 
     interval = 60.0
 
@@ -41,6 +42,8 @@ class Pruner:
                 total += count
                 if count < batch:
                     break
+            # And the waiters of processes that went away without saying so (killed).
+            await waiting.prune(conn, batch)
         if total:
             logger.info(
                 "results.pruned: %d expired results deleted",

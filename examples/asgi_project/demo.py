@@ -253,6 +253,16 @@ def run_fanout(
             error = delivery.last_error or "no error recorded"
             print(f"   still pending: {delivery.pk} ({delivery.attempts} attempts; {error})")
     counts = tally(created["event"])
+    # A view that waits for a task's result: it enqueues a short summary task on the web
+    # server's own worker and answers with `await result.aget()`.
+    started = time.perf_counter()
+    answer = httpx.get(f"{web_url}/events/{created['event']}/summary/", timeout=30)
+    answer.raise_for_status()
+    by_status = answer.json()["deliveries"]
+    print(
+        f"   GET /events/{created['event']}/summary/ -> {by_status} in "
+        f"{(time.perf_counter() - started) * 1000:.0f} ms (a task's result, awaited by the view)"
+    )
     event = Event.objects.get(pk=created["event"])
     end = counts.last_finished_at or event.created_at
     wall = (end - event.created_at).total_seconds()
@@ -269,6 +279,7 @@ def run_fanout(
         "wall_seconds": round(wall, 3),
         "deliveries_per_second": round(counts.total / wall, 1) if wall > 0 else None,
         "all_final": finished and counts.done,
+        "summary_view": by_status,
     }
 
 

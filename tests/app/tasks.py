@@ -328,3 +328,129 @@ async def sleep_with_own_limit(label: str, seconds: float) -> None:
     """Its own time limit wins over the queue's."""
     await asyncio.sleep(seconds)
     await Execution.objects.acreate(label=label, pid=os.getpid())
+
+
+# --- long jobs: the task's context, checkpoints, progress, kept results --------------------
+
+
+def _until(label: str, timeout: float = 60.0) -> None:
+    """Block until the test writes the ledger row ``label`` (its go-ahead)."""
+    deadline = time.monotonic() + timeout
+    while not Execution.objects.filter(label=label).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {label!r} within {timeout} s")
+        time.sleep(0.02)
+
+
+async def _auntil(label: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await Execution.objects.filter(label=label).aexists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {label!r} within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+def _seen(ctx: Any) -> dict[str, Any]:
+    return {
+        "id": str(ctx.id),
+        "name": ctx.name,
+        "queue": ctx.queue,
+        "attempt": ctx.attempt,
+        "retries": ctx.retries,
+        "checkpoint": ctx.checkpoint,
+        "scheduled_for": ctx.scheduled_for,
+    }
+
+
+@task(keep_result=600)
+async def whoami() -> dict[str, Any]:
+    from aiotaskq import current_task
+
+    return _seen(current_task())
+
+
+@task(keep_result=600)
+def whoami_sync() -> dict[str, Any]:
+    from aiotaskq import current_task
+
+    return _seen(current_task())
+
+
+@task(keep_result=600, autoretry_for=(ValueError,), retry_kwargs={"countdown": 0})
+def resumes_after_retry(label: str) -> dict[str, Any]:
+    """The first attempt saves a checkpoint and fails; the second returns what it reads."""
+    from aiotaskq import current_task
+
+    ctx = current_task()
+    if ctx.attempt == 1:
+        ctx.save_checkpoint({"rows": 2000, "label": label})
+        raise ValueError("the first attempt fails after its checkpoint")
+    return _seen(ctx)
+
+
+@task(keep_result=600, on_dirty="retry")
+async def resumes_after_kill(label: str) -> dict[str, Any]:
+    """The first attempt saves a checkpoint and then hangs until its worker is killed."""
+    from aiotaskq import current_task
+
+    ctx = current_task()
+    if ctx.checkpoint is None:
+        await ctx.asave_checkpoint({"done": 3, "label": label})
+        await Execution.objects.acreate(label=f"{label}:saved", pid=os.getpid())
+        await asyncio.sleep(3600)
+    return _seen(ctx)
+
+
+@task
+def late_checkpoint(label: str) -> None:
+    """Saves a checkpoint once told to (after the test took its lease); records the error."""
+    from aiotaskq import current_task
+
+    Execution.objects.create(label=f"{label}:start", pid=os.getpid())
+    _until(f"{label}:go")
+    try:
+        current_task().save_checkpoint(1)
+    except Exception as exc:
+        Execution.objects.create(label=f"{label}:error", pid=os.getpid(), value=type(exc).__name__)
+    else:
+        Execution.objects.create(label=f"{label}:error", pid=os.getpid(), value=None)
+
+
+@task
+async def reports_progress(label: str, calls: int) -> None:
+    """Sets its progress ``calls`` times, then waits for the test's go-ahead."""
+    from aiotaskq import current_task
+
+    ctx = current_task()
+    for i in range(calls):
+        await ctx.aset_progress(i + 1, calls, f"{i + 1} of {calls} rows")
+    await Execution.objects.acreate(label=f"{label}:set", pid=os.getpid())
+    await _auntil(f"{label}:go")
+
+
+@task
+def reports_progress_sync(label: str) -> None:
+    from aiotaskq import current_task
+
+    current_task().set_progress(7, None, "no total \x00 here")
+    Execution.objects.create(label=f"{label}:set", pid=os.getpid())
+    _until(f"{label}:go")
+
+
+@task(keep_result=600)
+async def returns(value: Any) -> Any:
+    return value
+
+
+@task(max_retries=0)
+async def fails_for_good(message: str) -> None:
+    raise RuntimeError(message)
+
+
+@task
+async def waits_for(task_id: str, timeout: float) -> None:
+    """Inside a task: waits for another task (the deadlock warning's case)."""
+    from aiotaskq import AsyncResult
+
+    await AsyncResult(task_id).aget(timeout=timeout)
+    await Execution.objects.acreate(label="waited", pid=os.getpid())

@@ -22,7 +22,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 application = aiotaskq.asgi.with_worker(
     get_asgi_application(),
-    queues=["webhooks"],
+    # Deliveries, and the short summaries a view waits for (webhooks/exports.py). Exports
+    # read the whole table in a plain function: they run in `aiotaskq run --queues exports`.
+    queues=["webhooks", "reports"],
     # Deliveries mostly wait on the network: dozens at once cost one event loop, not dozens
     # of threads or database connections. (See settings.py for the figure.)
     concurrency=settings.WEBHOOK_CONCURRENCY,

@@ -44,7 +44,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # never holds up the project's other tasks (a second worker could take "default").
 AIOTASKQ = {
     "DEFAULT_QUEUE": "default",
+    # How long a task's heartbeat may be silent before it is Dirty (and, for a task with
+    # on_dirty="retry" such as the export, rescued by another worker).
+    "DIRTY_AFTER": float(os.environ.get("AIOTASKQ_DIRTY_AFTER", "10")),
 }
+
+# Where exports (webhooks/exports.py) write their CSV files, and a pause after each chunk
+# (0; the tests slow an export down with it, to kill its worker halfway).
+EXPORT_DIR = Path(os.environ.get("EXPORT_DIR", BASE_DIR / "exports"))
+EXPORT_CHUNK_PAUSE = float(os.environ.get("EXPORT_CHUNK_PAUSE", "0"))
 
 # aiotaskq logs to the "aiotaskq" loggers and never configures logging itself: show its
 # events (worker.started, task.retry, task.snoozed, ...) on the server's stderr.

@@ -1,5 +1,6 @@
 """Who wants to hear about events (:class:`Subscription`), what happened (:class:`Event`),
-and one row per event and subscription that says how telling them went (:class:`Delivery`).
+one row per event and subscription that says how telling them went (:class:`Delivery`), and
+CSV exports of the deliveries (:class:`Export`).
 
 The ``Delivery`` row is the application's own record of a webhook: aiotaskq deletes a task
 row when the task succeeds, so "was it delivered, how often did we try, what did the
@@ -78,3 +79,22 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} -> {self.subscription} [{self.status}]"
+
+
+class Export(models.Model):
+    """A CSV file of every delivery, written by the ``export_deliveries`` task; the task saves
+    where it is as its checkpoint, so an export that is killed halfway resumes there."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+
+    path = models.CharField(max_length=500, help_text="Where the CSV file is written.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    task_id = models.UUIDField(null=True, blank=True, help_text="The export's aiotaskq task.")
+    rows = models.PositiveIntegerField(default=0, help_text="Deliveries written, when done.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"export #{self.pk} [{self.status}]"

@@ -227,3 +227,8 @@ async def _save(delivery: Delivery, started: float, code: int | None) -> None:
             "updated_at",
         ]
     )
+
+
+# The export and the event summary live in their own module; importing it here registers
+# their tasks with the worker, which imports each app's ``tasks`` module.
+from . import exports  # noqa: E402, F401

@@ -1,17 +1,21 @@
-"""The HTTP side: record an event and fan it out to every subscription, in one request."""
+"""The HTTP side: record an event and fan it out to every subscription, in one request; a
+summary of an event that waits for a short task's result; CSV exports and their progress."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 
-from django.http import HttpRequest, JsonResponse
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 import aiotaskq
 
-from .models import Delivery, Event, Subscription
+from .exports import start_export, summarize_event
+from .models import Delivery, Event, Export, Subscription
 from .progress import atally
 from .tasks import deliver
 
@@ -63,3 +67,40 @@ async def event_progress(request: HttpRequest, event_id: int) -> JsonResponse:
         return JsonResponse({"error": "no such event"}, status=404)
     counts = dataclasses.asdict(await atally(event_id))
     return JsonResponse({"event": event_id, **counts})
+
+
+@require_GET
+async def event_summary(request: HttpRequest, event_id: int) -> JsonResponse:
+    """``GET /events/<id>/summary/``: a short task counts the event's deliveries by status,
+    and this view waits for its result (no polling: aiotaskq's waiting thread is told when
+    it ends). A task that takes longer than the view may wait is a 504."""
+    result = await summarize_event.adelay(event_id)
+    try:
+        counts = await result.aget(timeout=10)
+    except TimeoutError:
+        return JsonResponse(
+            {"error": "the summary took too long", "task": str(result.id)}, status=504
+        )
+    return JsonResponse({"event": event_id, "deliveries": counts})
+
+
+@csrf_exempt
+@require_POST
+async def create_export(request: HttpRequest) -> JsonResponse:
+    """``POST /exports/``: start a CSV export of every delivery (webhooks/exports.py)."""
+    export = await sync_to_async(start_export)(settings.EXPORT_DIR)
+    return JsonResponse({"export": export.pk, "task": str(export.task_id)}, status=202)
+
+
+@require_GET
+async def export_status(request: HttpRequest, export_id: int) -> JsonResponse:
+    """``GET /exports/<id>/``: the export's state and its task's progress."""
+    export = await Export.objects.filter(pk=export_id).afirst()
+    if export is None:
+        raise Http404
+    progress = None
+    if export.task_id is not None and export.status == Export.Status.RUNNING:
+        progress = await aiotaskq.AsyncResult(export.task_id).aprogress()
+    return JsonResponse(
+        {"export": export.pk, "status": export.status, "rows": export.rows, "progress": progress}
+    )
