@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
@@ -37,6 +37,7 @@ from ..serialization import decode, encode, unstorable
 __all__ = [
     "TaskContext",
     "activate",
+    "check_progress",
     "current_task",
     "eager_context",
     "encode_checkpoint",
@@ -128,17 +129,29 @@ def encode_checkpoint(task_name: str, value: Any) -> str:
     return text
 
 
+#: The largest ``done`` or ``total`` (a count of rows or bytes is far below it; a number past
+#: it, such as 10**5000, would not even encode).
+MAX_COUNT = 10**18
+
+
 def _number(what: str, value: Any) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    kind = type(value)
+    if kind is int or kind is float:  # the common case first
+        if 0 <= value <= MAX_COUNT:  # NaN is not; an infinity is past MAX_COUNT
+            return value  # type: ignore[no-any-return]
+    elif isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidProgress(
             f"set_progress(): {what} must be a number (an int or a float), got "
-            f"{type(value).__name__} {value!r:.80}."
+            f"{type(value).__name__}."
         )
-    if not math.isfinite(value) or value < 0:
-        raise InvalidProgress(
-            f"set_progress(): {what} must be a finite number >= 0, got {value!r}."
-        )
-    return value
+    else:  # a subclass of int or float: as the plain number
+        plain = int(value) if isinstance(value, int) else float(value)
+        if 0 <= plain <= MAX_COUNT:
+            return plain
+    shown = f"{value!r:.80}" if not isinstance(value, int) or value < MAX_COUNT**2 else "a huge int"
+    raise InvalidProgress(
+        f"set_progress(): {what} must be a finite number from 0 to 10**18, got {shown}."
+    )
 
 
 def _readable(message: str) -> str:
@@ -150,8 +163,11 @@ def _readable(message: str) -> str:
     return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
 
 
-def progress_json(done: Any, total: Any = None, message: Any = "") -> str:
-    """The progress document ``{"done", "total", "message", "at"}`` as JSON text.
+Progress = tuple[float | int, float | int | None, str, float]
+
+
+def check_progress(done: Any, total: Any = None, message: Any = "") -> Progress:
+    """A ``set_progress()`` call's values, checked, with the moment of the call.
 
     Raises:
         InvalidProgress: ``done`` or ``total`` not a finite number >= 0, ``message`` not text.
@@ -159,12 +175,20 @@ def progress_json(done: Any, total: Any = None, message: Any = "") -> str:
     done = _number("done", done)
     if total is not None:
         total = _number("total", total)
-    if not isinstance(message, str):
-        raise InvalidProgress(
-            f"set_progress(): message must be a str, got {type(message).__name__}."
-        )
-    at = dt.datetime.now(dt.UTC).isoformat()
-    return encode({"done": done, "total": total, "message": _readable(message), "at": at})
+    if type(message) is not str:
+        if not isinstance(message, str):
+            raise InvalidProgress(
+                f"set_progress(): message must be a str, got {type(message).__name__}."
+            )
+        message = str(message)
+    return done, total, message, time.time()
+
+
+def progress_json(progress: Progress) -> str:
+    """The progress document ``{"done", "total", "message", "at"}`` as JSON text."""
+    done, total, message, at = progress
+    when = dt.datetime.fromtimestamp(at, dt.UTC).isoformat()
+    return encode({"done": done, "total": total, "message": _readable(message), "at": when})
 
 
 class TaskContext:
@@ -209,8 +233,9 @@ class TaskContext:
         self._checkpoint: Any = None if checkpoint is None else decode(checkpoint)
         self._writer = writer
         self._loop = loop
-        # The latest set_progress(), JSON text, until the heartbeat takes it.
-        self._progress: str | None = None
+        # The latest set_progress() until the heartbeat takes it (encoded only then), or
+        # the JSON text of one that a beat could not write.
+        self._progress: Progress | str | None = None
 
     def __repr__(self) -> str:
         return f"<TaskContext {self.name} [{self.id}] attempt {self.attempt}>"
@@ -270,7 +295,7 @@ class TaskContext:
             InvalidProgress: ``done`` or ``total`` not a finite number >= 0, or ``message``
                 not a str.
         """
-        self._progress = progress_json(done, total, message)
+        self._progress = check_progress(done, total, message)
 
     async def aset_progress(
         self, done: float, total: float | None = None, message: str = ""
@@ -282,7 +307,9 @@ class TaskContext:
         """The progress set since the last call (JSON text), for the heartbeat; ``None``
         when there is none new."""
         progress, self._progress = self._progress, None
-        return progress
+        if progress is None or isinstance(progress, str):
+            return progress
+        return progress_json(progress)
 
     def put_back_progress(self, progress: str) -> None:
         """A progress the heartbeat could not write: kept unless a newer one was set."""
