@@ -114,6 +114,38 @@ def test_a_checkpoint_survives_a_sigkill_and_the_rescue_resumes_from_it(
     assert _row(db, result.id, "state", "checkpoint") == ("succeeded", None)
 
 
+def test_a_checkpoint_is_kept_across_a_snooze(worker: Any) -> None:
+    worker()
+    seen = tasks.checkpoint_then.delay("snoozed", "snooze").get(timeout=30)
+    assert seen["checkpoint"] == {"label": "snoozed", "saved_by": 1}
+    assert seen["retries"] == 0  # a snooze spends no retry
+
+
+def test_a_checkpoint_is_kept_across_run_again(worker: Any) -> None:
+    worker()
+    result = tasks.checkpoint_then.delay("again", "fail")
+    with pytest.raises(TaskFailed, match="fails after its checkpoint"):
+        result.get(timeout=30)
+    # "Run again" (the admin's action, and `aiotaskq retry --failed`).
+    assert "1" in run_cli("retry", "--failed").stdout
+    seen = result.get(timeout=30)
+    assert seen["checkpoint"] == {"label": "again", "saved_by": 1}
+    assert seen["attempt"] == 2
+
+
+def test_a_checkpoint_is_kept_when_a_stopping_worker_gives_the_task_back(worker: Any) -> None:
+    first = worker("--grace", "0.2")
+    result = tasks.checkpoint_then.delay("released", "hang")
+    wait_for(lambda: executions("released:saved"), what="the checkpoint")
+    first.signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    assert result.state == "queued"  # given back, not Dirty
+    worker()
+    seen = result.get(timeout=30)
+    assert seen["checkpoint"] == {"label": "released", "saved_by": 1}
+    assert seen["retries"] == 0
+
+
 def test_a_writer_that_lost_its_lease_changes_nothing_and_is_told(worker: Any, db: Any) -> None:
     worker()
     result = tasks.late_checkpoint.delay("late")
@@ -129,13 +161,11 @@ def test_a_writer_that_lost_its_lease_changes_nothing_and_is_told(worker: Any, d
     assert _row(db, result.id, "checkpoint") == (None,)
 
 
-@given(
-    value=st.recursive(
-        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-        max_leaves=12,
-    )
-)
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+_NESTED = st.lists(_SCALARS, max_size=4) | st.dictionaries(st.text(), _SCALARS, max_size=4)
+
+
+@given(value=_SCALARS | _NESTED | st.lists(_NESTED, max_size=3))
 @example(value="a NUL \x00 inside")
 @example(value={"lone": "\ud800"})
 @example(value=float("inf"))
@@ -268,6 +298,17 @@ def test_get_does_not_miss_a_task_that_already_finished(worker: Any, db: Any) ->
     assert time.monotonic() - started < 0.9  # not found by the once-a-second look
 
 
+def test_get_inside_the_transaction_that_enqueued_says_why_it_returned(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from django.db import transaction
+
+    with transaction.atomic():
+        result = tasks.returns.delay("uncommitted")
+        assert result.get(timeout=5) is None
+    assert "task.get_in_transaction" in caplog.text
+
+
 def test_an_unknown_id_is_unknown_and_ready() -> None:
     result = AsyncResult(uuid.uuid4())
     assert result.state == "unknown"
@@ -382,3 +423,60 @@ def test_progress_is_coalesced_until_the_beat_takes_it() -> None:
     assert doc is not None
     assert decode(doc)["done"] == 999
     assert ctx.take_progress() is None
+
+
+def test_migration_0010_goes_back_and_forth(tmp_path: Any) -> None:
+    """0010 adds the columns, the waiters' table and aiotaskq_announce; going back to 0009
+    removes them, and forward again restores them (on a database of its own)."""
+    import os
+    import subprocess
+    import sys
+
+    import psycopg
+    from psycopg import sql
+
+    from tests.conftest import ROOT, _admin_conninfo
+
+    name = f"aiotaskq_test_mig_{os.getpid()}"
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    env = {**os.environ, "AIOTASKQ_TEST_DATABASE": name, "PYTHONPATH": str(ROOT)}
+
+    def migrate(*target: str) -> None:
+        argv = [sys.executable, "-m", "django", "migrate", *target, "-v", "0"]
+        subprocess.run(
+            [*argv, "--settings", "tests.settings"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            timeout=120,
+        )
+
+    def objects() -> tuple[Any, ...]:
+        info = psycopg.conninfo.conninfo_to_dict(_admin_conninfo())
+        info["dbname"] = name
+        with psycopg.connect(psycopg.conninfo.make_conninfo(**info)) as conn:
+            row = conn.execute(
+                "SELECT to_regclass('aiotaskq_waiter') IS NOT NULL,"
+                " to_regproc('aiotaskq_announce') IS NOT NULL,"
+                " EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name ="
+                " 'aiotaskq_task_ring0' AND column_name = 'checkpoint')"
+            ).fetchone()
+            assert row is not None
+            return tuple(row)
+
+    try:
+        migrate("aiotaskq")
+        assert objects() == (True, True, True)
+        migrate("aiotaskq", "0009")
+        assert objects() == (False, False, False)
+        migrate("aiotaskq")
+        assert objects() == (True, True, True)
+    finally:
+        with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

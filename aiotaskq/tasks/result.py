@@ -7,6 +7,8 @@ import logging
 import uuid
 from typing import Any, Literal
 
+from django.db import connections
+
 from ..conf import get_settings
 from ..db import control, waiting
 from ..db.waiting import Look
@@ -162,6 +164,15 @@ class AsyncResult:
         except TimeoutError:
             wait.future.cancel()
             raise _timed_out(self.id, timeout) from None
+        if seen is None and connections[get_settings().DATABASE].in_atomic_block:
+            logger.warning(
+                "task.get_in_transaction: AsyncResult(%s).get() found no row and returned None, "
+                "inside transaction.atomic(): a task enqueued in this transaction is not "
+                "committed yet, so no worker can run it and nothing can wait for it; wait "
+                "after the commit (transaction.on_commit)",
+                self.id,
+                extra={"task_id": str(self.id)},
+            )
         return _outcome(self.id, seen)
 
     async def aget(self, timeout: float | None = None) -> Any:

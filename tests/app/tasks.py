@@ -454,3 +454,21 @@ async def waits_for(task_id: str, timeout: float) -> None:
 
     await AsyncResult(task_id).aget(timeout=timeout)
     await Execution.objects.acreate(label="waited", pid=os.getpid())
+
+
+@task(keep_result=600, max_retries=0)
+async def checkpoint_then(label: str, how: str) -> dict[str, Any]:
+    """The first attempt saves a checkpoint, then snoozes, fails for good, or hangs (until
+    its worker stops); a later attempt returns what it sees."""
+    from aiotaskq import current_task
+
+    ctx = current_task()
+    if ctx.checkpoint is None:
+        await ctx.asave_checkpoint({"label": label, "saved_by": ctx.attempt})
+        if how == "snooze":
+            raise Snooze(0)
+        if how == "fail":
+            raise RuntimeError("fails after its checkpoint")
+        await Execution.objects.acreate(label=f"{label}:saved", pid=os.getpid())
+        await asyncio.sleep(3600)
+    return _seen(ctx)
