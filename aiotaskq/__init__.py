@@ -35,6 +35,7 @@ from .tasks import (
     task,
 )
 from .tasks.context import TaskContext, current_task
+from .tasks.periodic import periodic
 
 __version__ = "0.1.0.dev0"
 
@@ -70,6 +71,7 @@ __all__ = [
     "aenqueue_many",
     "current_task",
     "enqueue_many",
+    "periodic",
     "shared_task",
     "task",
 ]

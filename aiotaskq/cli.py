@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import importlib
 import json
 import logging
@@ -62,6 +63,13 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "dirty (their worker's heartbeat stopped), failed and succeeded (kept results), with\n"
         "the age of the oldest pending task.",
         "  {prog} status --settings mysite.settings\n  {prog} status --json",
+    ),
+    "schedules": (
+        "list the periodic schedules",
+        "List the periodic schedules (@periodic) of the tasks modules a worker imports: the\n"
+        "task, the cron expression or interval, the time zone, the last tick run and the\n"
+        "next one, and whether it is paused. Times are ISO 8601 with their offset.",
+        "  {prog} schedules --settings mysite.settings\n  {prog} schedules --json",
     ),
     "retry": (
         "queue Failed or Dirty tasks again, due now",
@@ -196,6 +204,9 @@ def add_commands(
     status = add("status")
     status.add_argument("--json", action="store_true", help="print JSON")
     _add_common(status, settings_option)
+    listing = add("schedules")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    _add_common(listing, settings_option)
     for verb in ("retry", "delete"):
         cmd = add(verb)
         cmd.add_argument("ids", nargs="*", type=uuid.UUID, metavar="ID", help="task ids")
@@ -366,7 +377,65 @@ def execute(options: argparse.Namespace) -> int:
         return _run(options)
     if options.command in ("retry", "delete"):
         return _by_hand(options)
+    if options.command == "schedules":
+        return _schedules(options)
     return _status(options)
+
+
+def _schedules(options: argparse.Namespace) -> int:
+    from .db.schedules import list_rows
+    from .tasks.periodic import schedules
+    from .worker.lifecycle import import_task_modules
+
+    import_task_modules()
+    rows = _asyncio_run(list_rows())
+    listed = []
+    for schedule in schedules():
+        row = rows.get(schedule.name, {})
+        now = row.get("now") or dt.datetime.now(dt.UTC)
+        last_tick = row.get("last_tick")
+        upcoming = schedule.next_after(max(now, last_tick) if last_tick else now)
+        listed.append(
+            {
+                "name": schedule.name,
+                "task": schedule.task.name,
+                "cron": schedule.cron.expression if schedule.cron else None,
+                "every": schedule.every,
+                "tz": schedule.tz.key,
+                "last_run": _iso(row.get("last_run"), schedule.tz),
+                "next_run": _iso(upcoming, schedule.tz),
+                "paused": bool(row.get("paused", False)),
+            }
+        )
+    if options.json:
+        print(json.dumps({"schedules": listed}, indent=2))
+        return 0
+    if not listed:
+        print("no schedules: no @periodic task in the modules a worker imports")
+        return 0
+    header: tuple[str, ...] = ("schedule", "task", "when", "last run", "next run", "paused")
+    table: list[tuple[str, ...]] = [
+        header,
+        *[
+            (
+                str(s["name"]),
+                str(s["task"]),
+                f"cron {s['cron']} ({s['tz']})" if s["cron"] else f"every {s['every']:g} s",
+                str(s["last_run"] or "-"),
+                str(s["next_run"] or "-"),
+                "yes" if s["paused"] else "",
+            )
+            for s in listed
+        ],
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _iso(moment: dt.datetime | None, tz: Any) -> str | None:
+    return None if moment is None else moment.astimezone(tz).isoformat()
 
 
 def _by_hand(options: argparse.Namespace) -> int:

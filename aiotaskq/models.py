@@ -98,6 +98,9 @@ class Task(models.Model):
             "worker's heartbeat."
         ),
     )
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True, help_text="The tick of the periodic schedule this run is for."
+    )
 
     class Meta:
         db_table = "aiotaskq_task"
@@ -123,6 +126,13 @@ class Task(models.Model):
                 fields=["pos"],
                 name="aiotaskq_task_ready",
                 condition=models.Q(state="queued", pos__gt=0),
+            ),
+            # A periodic schedule's runs still queued or running: overlap="skip" looks here.
+            # Only those rows enter it.
+            models.Index(
+                fields=["name"],
+                name="aiotaskq_task_periodic",
+                condition=models.Q(scheduled_for__isnull=False, state__in=["queued", "running"]),
             ),
             # Pruning kept results once they expire.
             models.Index(
@@ -306,3 +316,32 @@ class TaskSummary(Task):
         verbose_name = "summary by queue and task"
         verbose_name_plural = "summary by queue and task"
         default_permissions = ("view",)
+
+
+class Schedule(models.Model):
+    """One periodic schedule (``@periodic``): the last tick that was enqueued, and whether it
+    is paused. Schedules are defined in code; a row is made when a worker first sees one.
+    Every worker that knows the schedule may enqueue a due tick: it moves ``last_tick`` on
+    with a compare-and-set in the statement that inserts the task, so each tick runs once."""
+
+    name = models.CharField(max_length=200, primary_key=True, help_text="The schedule's id.")
+    task = models.CharField(max_length=255, help_text="The task it enqueues.")
+    last_tick = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Ticks up to this one are done with (enqueued, skipped, or before the schedule "
+            "was first seen)."
+        ),
+    )
+    last_run = models.DateTimeField(
+        null=True, blank=True, help_text="The last tick whose task was enqueued."
+    )
+    paused = models.BooleanField(default=False, db_default=False)
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        db_table = "aiotaskq_schedule"
+
+    def __str__(self) -> str:
+        return self.name

@@ -148,7 +148,9 @@ def db() -> Iterator[psycopg.Connection[Any]]:
 @pytest.fixture(autouse=True)
 def _clean_tables() -> Iterator[None]:
     with psycopg.connect(task_db_conninfo(), autocommit=True) as conn:
-        conn.execute("TRUNCATE aiotaskq_task, aiotaskq_waiter, testapp_execution")
+        conn.execute(
+            "TRUNCATE aiotaskq_task, aiotaskq_waiter, aiotaskq_schedule, testapp_execution"
+        )
     yield
     from django.db import connections
 
@@ -239,12 +241,14 @@ def worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         proc.close()
 
 
-def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``aiotaskq ARGS --settings tests.settings`` and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "aiotaskq.cli", *args, "--settings", "tests.settings"],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         capture_output=True,
         text=True,
         check=check,

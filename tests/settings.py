@@ -61,6 +61,9 @@ AIOTASKQ: dict[str, Any] = {
     "DIRTY_AFTER": float(os.environ.get("AIOTASKQ_TEST_DIRTY_AFTER", "3")),
     "HEARTBEAT_INTERVAL": 0.5,
 }
+if os.environ.get("AIOTASKQ_TEST_IMPORTS"):
+    # Task modules for one worker process only (the periodic schedules of tests/periodic/).
+    AIOTASKQ["IMPORTS"] = os.environ["AIOTASKQ_TEST_IMPORTS"].split(",")
 if os.environ.get("AIOTASKQ_TEST_QUEUES"):
     # Per-queue settings for one worker process (tests/test_lanes.py), as JSON.
     import json
@@ -81,4 +84,4 @@ if django.VERSION >= (6, 0):
             "QUEUES": ["default", "a", "b", "other"],
         }
     }
-    AIOTASKQ["IMPORTS"] = ["tests.app.django_tasks"]
+    AIOTASKQ["IMPORTS"] = [*AIOTASKQ.get("IMPORTS", ()), "tests.app.django_tasks"]

@@ -3,6 +3,7 @@ partial index."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from typing import Any
@@ -75,6 +76,22 @@ PARAMS: dict[str, dict[str, Any]] = {
     "wait_unregister": {"ids": None, "waiter": "h:1:x"},
     "wait_prune": {"limit": 10},
     "in_progress": {"limit": 10},
+    "schedule_sync": {"names": ["s"], "tasks": ["t"]},
+    "schedule_fire": {
+        "schedule": "s",
+        "expected": None,
+        "tick": dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+        "id": uuid.uuid4(),
+        "name": "t",
+        "queue": "q",
+        "priority": 0,
+        "args": "[]",
+        "kwargs": "{}",
+        "time_limit": None,
+        "skip_overlap": True,
+        "channel": channel_for("q"),
+    },
+    "schedule_list": {},
     "ack": {"ids": "{" + str(uuid.uuid4()) + "}", "attempts": "{1}", "worker_id": "w"},
     "fail": {
         "items": f'[{{"id": "{uuid.uuid4()}", "attempt": 1, "error": {{}}}}]',
@@ -289,9 +306,9 @@ def test_claim_gives_each_lane_its_demand(db: Any) -> None:
         ).fetchall()
     got: dict[str, int] = {}
     for row in rows:
-        if row[12]:  # Kept; the others say what a lane left, per range.
+        if row[13]:  # Kept; the others say what a lane left, per range.
             got[row[2]] = got.get(row[2], 0) + 1
-    left = {(row[2], row[9]) for row in rows if not row[12]}
+    left = {(row[2], row[9]) for row in rows if not row[13]}
     assert left == {("b", 0)}
     # exports: its 2 of 500; critical: all 3 it has; the shared lane of a and b: 5, a's
     # higher priority first.

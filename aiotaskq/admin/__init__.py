@@ -1,6 +1,7 @@
 """The Django admin of aiotaskq (with ``django.contrib.admin`` installed): Pending, Future,
 Active, Dirty, Failed and Succeeded tasks (kept results), each its own view with its own
-permissions, and a summary by queue and task name. See "The admin" in README.md."""
+permissions, a summary by queue and task name, and the periodic schedules. See "The admin" in
+README.md."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ..models import (
     FailedTask,
     FutureTask,
     PendingTask,
+    Schedule,
     SucceededTask,
     TaskSummary,
 )
@@ -23,6 +25,7 @@ from .groups import (
     PendingAdmin,
     SucceededAdmin,
 )
+from .schedules import ScheduleAdmin
 from .summary import SummaryAdmin
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "FailedAdmin",
     "FutureAdmin",
     "PendingAdmin",
+    "ScheduleAdmin",
     "SucceededAdmin",
     "SummaryAdmin",
 ]
@@ -42,3 +46,4 @@ admin.site.register(DirtyTask, DirtyAdmin)
 admin.site.register(FailedTask, FailedAdmin)
 admin.site.register(SucceededTask, SucceededAdmin)
 admin.site.register(TaskSummary, SummaryAdmin)
+admin.site.register(Schedule, ScheduleAdmin)

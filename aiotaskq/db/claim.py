@@ -4,6 +4,7 @@ the next one is due (``next_eta``), and what the worker's marks read (``position
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any, NamedTuple
 
@@ -57,6 +58,8 @@ class Claimed(NamedTuple):
     pos: int
     #: What the task's last attempt saved (JSON text), or None.
     checkpoint: str | None = None
+    #: The tick of the periodic schedule this run is for, or None.
+    scheduled_for: dt.datetime | None = None
 
 
 class Left(NamedTuple):
@@ -89,8 +92,8 @@ async def claim(
         taken: list[Claimed] = []
         left: list[Left] = []
         for row in await cur.fetchall():
-            if row[12]:
-                taken.append(Claimed(*row[:12]))
+            if row[13]:
+                taken.append(Claimed(*row[:13]))
             else:
                 left.append(Left(row[2], row[9], row[10]))
         return taken, left

@@ -119,16 +119,18 @@ claimed AS (
     WHERE t.id = due.id AND t.segment = due.segment
       AND (due.expires_at IS NULL OR due.expires_at > now())
     RETURNING t.id, t.name, t.queue, t.args::text AS args, t.kwargs::text AS kwargs, t.attempt,
-              t.retries, t.time_limit, t.priority, t.pos, t.checkpoint::text AS checkpoint
+              t.retries, t.time_limit, t.priority, t.pos, t.checkpoint::text AS checkpoint,
+              t.scheduled_for
 )
 SELECT id, name, queue, args, kwargs, attempt, retries, time_limit, false AS expired,
-       priority, pos, checkpoint, true AS kept
+       priority, pos, checkpoint, scheduled_for, true AS kept
 FROM claimed
 UNION ALL
-SELECT id, name, queue, NULL, NULL, NULL, NULL, NULL, true, priority, pos, NULL, true
+SELECT id, name, queue, NULL, NULL, NULL, NULL, NULL, true, priority, pos, NULL, NULL, true
 FROM expired
 UNION ALL
-SELECT NULL, NULL, queue, NULL, NULL, NULL, NULL, NULL, false, priority, min(pos), NULL, false
+SELECT NULL, NULL, queue, NULL, NULL, NULL, NULL, NULL, false, priority, min(pos), NULL, NULL,
+       false
 FROM picked WHERE n > demand GROUP BY queue, priority;
 
 
@@ -663,3 +665,62 @@ FROM aiotaskq_task
 WHERE state = 'running' AND started_at IS NOT NULL AND progress IS NOT NULL
 ORDER BY started_at
 LIMIT %(limit)s;
+
+
+-- name: schedule_sync
+-- The schedules a worker knows: a row for each one seen for the first time, its last tick
+-- set to now (so that it starts with its next tick instead of running what came before),
+-- then every known row, with the database's now, by which due ticks are counted.
+WITH added AS (
+    INSERT INTO aiotaskq_schedule (name, task, last_tick, paused, updated_at)
+    SELECT s.name, s.task, now(), false, now()
+    FROM unnest(%(names)s::text[], %(tasks)s::text[]) AS s(name, task)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING name, last_tick, paused
+)
+SELECT name, last_tick, paused, now() FROM added
+UNION ALL
+SELECT name, last_tick, paused, now() FROM aiotaskq_schedule
+WHERE name = ANY(%(names)s::text[]) AND name NOT IN (SELECT name FROM added);
+
+
+-- name: schedule_fire
+-- One tick of a schedule, enqueued at most once however many workers try: the schedule's
+-- last_tick moves from the value the worker read to this tick (a compare-and-set: of two
+-- workers, the second finds it moved and inserts nothing), and the task is inserted in the
+-- same statement, with the tick in scheduled_for, and its queue's workers woken at commit.
+-- A paused schedule does not move. With skip_overlap, a tick while the schedule's previous
+-- run is still queued or running moves last_tick but inserts nothing (the partial index
+-- aiotaskq_task_periodic finds those runs). Returns (moved, inserted).
+WITH busy AS (
+    SELECT 1 FROM aiotaskq_task t
+    WHERE %(skip_overlap)s::boolean AND t.name = %(name)s AND t.scheduled_for IS NOT NULL
+      AND t.state IN ('queued', 'running')
+    LIMIT 1
+),
+moved AS (
+    UPDATE aiotaskq_schedule s
+    SET last_tick = %(tick)s::timestamptz, task = %(name)s, updated_at = now(),
+        last_run = CASE WHEN EXISTS (SELECT 1 FROM busy) THEN s.last_run
+                        ELSE %(tick)s::timestamptz END
+    WHERE s.name = %(schedule)s AND s.last_tick IS NOT DISTINCT FROM %(expected)s::timestamptz
+      AND NOT s.paused
+    RETURNING 1
+),
+inserted AS (
+    INSERT INTO aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit, created_at,
+                               execute_at, scheduled_for)
+    SELECT %(id)s::uuid, %(name)s::text, %(queue)s::text, %(priority)s::int,
+           %(args)s::text::jsonb, %(kwargs)s::text::jsonb, %(time_limit)s::float8,
+           statement_timestamp(), statement_timestamp(), %(tick)s::timestamptz
+    FROM moved
+    WHERE NOT EXISTS (SELECT 1 FROM busy)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT count(*) FROM inserted) AS inserted,
+       CASE WHEN EXISTS (SELECT 1 FROM inserted) THEN pg_notify(%(channel)s::text, '') END;
+
+
+-- name: schedule_list
+-- Every schedule's row, for "aiotaskq schedules". Reads only.
+SELECT name, task, last_tick, last_run, paused, now() FROM aiotaskq_schedule ORDER BY name;

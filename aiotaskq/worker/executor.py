@@ -191,6 +191,7 @@ class Executor:
                 checkpoint=row.checkpoint,
                 writer=self._write_checkpoint if self._database is not None else None,
                 loop=loop,
+                scheduled_for=row.scheduled_for,
             )
             self.jobs[job.id] = job
             self.slots.take(job.queue)

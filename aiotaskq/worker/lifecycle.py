@@ -32,6 +32,7 @@ from .marks import Marks, MarksLoop
 from .recycle import Recycler, Recycling
 from .reporter import Reporter
 from .rescue import Rescuer
+from .scheduler import Scheduler
 from .upkeep import Pruner, Rotator, TableKeeper
 
 __all__ = ["ConnectionBudget", "Worker", "WorkerConfig"]
@@ -97,6 +98,16 @@ class ConnectionBudget:
             f"+ {self.threads} sync-task threads + {self.db_threads} ORM threads of async "
             "tasks)"
         )
+
+
+def import_task_modules() -> None:
+    """Import every installed app's ``tasks`` module and ``AIOTASKQ["IMPORTS"]``: what a
+    worker imports at start (its tasks, and their schedules)."""
+    settings = get_settings()
+    if settings.AUTODISCOVER:
+        autodiscover_modules("tasks")
+    for module in settings.IMPORTS:
+        importlib.import_module(module)
 
 
 class Worker:
@@ -193,11 +204,7 @@ class Worker:
 
     def import_tasks(self) -> None:
         """Import every installed app's ``tasks`` module and ``AIOTASKQ["IMPORTS"]``."""
-        settings = get_settings()
-        if settings.AUTODISCOVER:
-            autodiscover_modules("tasks")
-        for module in settings.IMPORTS:
-            importlib.import_module(module)
+        import_task_modules()
 
     async def run(self) -> None:
         """Run until stopped; see the class docstring.
@@ -297,6 +304,7 @@ class Worker:
         pruner = Pruner(db, self.id)
         keeper = TableKeeper(db, self.id)
         rotator = Rotator(db, self.id)
+        scheduler = Scheduler(db, self.id)
         self._recycler = Recycler(
             self.config.recycling,
             executor,
@@ -334,6 +342,20 @@ class Worker:
                 functools.partial(every, _TIDY_EVERY, db_threads.tidy, "db_tidy", extra=extra),
             ),
         ]
+        if not self.config.burst:  # a burst drains what is due and exits: no new ticks
+            loops.append(
+                (
+                    "scheduler",
+                    functools.partial(
+                        every,
+                        scheduler.interval,
+                        scheduler.enqueue_due,
+                        "schedule",
+                        first=True,
+                        extra=extra,
+                    ),
+                )
+            )
         if settings.LISTEN and not self.config.burst:
             self.listener = Listener(
                 self.queues,

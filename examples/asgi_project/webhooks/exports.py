@@ -18,11 +18,15 @@ it reads the whole table)::
 
 **The summary** (``summarize_event``) keeps its result (``keep_result``), so that
 ``GET /events/<id>/summary/`` can ``await result.aget()`` and answer with it.
+
+**The clean-up** (``forget_old_deliveries``) is periodic: every night at 04:00 (UTC) one of
+the workers that import this module enqueues it, whichever gets there first, once.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import itertools
 import os
@@ -34,7 +38,7 @@ from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 
-from aiotaskq import current_task, task
+from aiotaskq import current_task, periodic, task
 
 from .models import Delivery, Export
 
@@ -104,3 +108,17 @@ async def summarize_event(event_id: int) -> dict[str, int]:
     """How an event's deliveries stand: a count per status."""
     counts = Delivery.objects.filter(event_id=event_id).values("status").annotate(n=Count("pk"))
     return {row["status"]: row["n"] async for row in counts}
+
+
+#: Deliveries older than this are deleted by the nightly clean-up.
+KEEP_DELIVERIES = dt.timedelta(days=30)
+
+
+@periodic(cron="0 4 * * *", tz="UTC")
+@task(queue="reports")
+async def forget_old_deliveries() -> int:
+    """Delete the deliveries older than KEEP_DELIVERIES, counted from the tick it runs for."""
+    ctx = current_task()
+    before = (ctx.scheduled_for or timezone.now()) - KEEP_DELIVERIES
+    deleted, _ = await Delivery.objects.filter(created_at__lt=before).adelete()
+    return deleted
