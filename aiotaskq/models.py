@@ -342,6 +342,8 @@ class Schedule(models.Model):
 
     class Meta:
         db_table = "aiotaskq_schedule"
+        # Defined in code, never added by hand; "change" is to pause, resume and run now.
+        default_permissions = ("view", "change", "delete")
 
     def __str__(self) -> str:
         return self.name

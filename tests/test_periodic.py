@@ -293,5 +293,15 @@ def test_the_admin_lists_pauses_resumes_and_runs_a_schedule(db: Any) -> None:
         act("run_now", "hourly-report", "gone")
         rows = db.execute("SELECT name, kwargs FROM aiotaskq_task").fetchall()
         assert rows == [(name, {"region": "eu"})]
+        # Who may only view sees the schedules and no action.
+        from django.contrib.auth.models import Permission
+
+        viewer = User.objects.create_user("viewer", is_staff=True)
+        viewer.user_permissions.add(Permission.objects.get(codename="view_schedule"))
+        looking = Client()
+        looking.force_login(viewer)
+        page = looking.get("/admin/aiotaskq/schedule/").content.decode()
+        assert "hourly-report" in page
+        assert 'value="pause"' not in page
     finally:
         periodic_module._schedules.pop("hourly-report", None)

@@ -51,6 +51,10 @@ class ScheduleAdmin(_ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # the actions change them, not a form
 
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        """Pause, resume and run now: the model's "change" permission."""
+        return bool(request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}"))
+
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
         self._known = _definitions()
         return super().changelist_view(request, extra_context)
@@ -81,12 +85,12 @@ class ScheduleAdmin(_ModelAdmin):
         after = max(now, obj.last_tick) if obj.last_tick else now
         return moment(definition.next_after(after))
 
-    @admin.action(description="Pause the selected schedules")
+    @admin.action(description="Pause the selected schedules", permissions=["operate"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         count = queryset.update(paused=True, updated_at=timezone.now())
         self.message_user(request, f"{count} schedule(s) paused: no tick runs until resumed.")
 
-    @admin.action(description="Resume the selected schedules")
+    @admin.action(description="Resume the selected schedules", permissions=["operate"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         # From now on: the ticks that passed while paused are not caught up.
         count = queryset.filter(paused=True).update(
@@ -94,7 +98,10 @@ class ScheduleAdmin(_ModelAdmin):
         )
         self.message_user(request, f"{count} schedule(s) resumed from their next tick.")
 
-    @admin.action(description="Run the selected schedules now (a run outside their ticks)")
+    @admin.action(
+        description="Run the selected schedules now (a run outside their ticks)",
+        permissions=["operate"],
+    )
     def run_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
         known = _definitions()
         ran, missing = [], []

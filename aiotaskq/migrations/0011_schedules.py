@@ -26,6 +26,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'db_table': 'aiotaskq_schedule',
+                'default_permissions': ('view', 'change', 'delete'),
             },
         ),
         migrations.AddField(
