@@ -480,3 +480,31 @@ def test_migration_0010_goes_back_and_forth(tmp_path: Any) -> None:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def test_a_wait_survives_its_connections_being_terminated(worker: Any, db: Any) -> None:
+    """The waiting thread's backends are killed while it waits: it reconnects, registers
+    its waits again, and the wait ends when the task does."""
+    result = tasks.returns.delay("after the outage")  # no worker yet: it stays queued
+    done: list[Any] = []
+    waiter = threading.Thread(target=lambda: done.append(result.get(timeout=60)))
+    waiter.start()
+    wait_for(lambda: _waiters(db) == 1, what="the wait to register")
+    killed = db.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE application_name LIKE 'aiotaskq-waiter%' AND datname = current_database()"
+    ).fetchone()[0]
+    assert killed == 2  # the listening connection and the one for statements
+    wait_for(
+        lambda: (
+            db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                "'aiotaskq-waiter-listener' AND datname = current_database()"
+            ).fetchone()[0]
+            == 1
+        ),
+        what="the waiting thread to reconnect",
+    )
+    worker()
+    waiter.join(60)
+    assert done == ["after the outage"]

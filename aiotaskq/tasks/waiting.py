@@ -138,10 +138,14 @@ class _Hub:
                     exc,
                     backoff,
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(_BACKOFF_MAX, backoff * 2)
+            except Exception:
+                # A defect: the waits must not hang on it; start again, as after an outage.
+                logger.exception("waiter.failed: waiting for tasks starts again in %.1f s", backoff)
             else:
                 backoff = 0.2
+                continue
+            await asyncio.sleep(backoff)
+            backoff = min(_BACKOFF_MAX, backoff * 2)
 
     async def _session(self) -> None:
         listener = await waiting.connect(listen=True)
