@@ -350,7 +350,7 @@ class Worker:
                         every,
                         scheduler.interval,
                         scheduler.enqueue_due,
-                        "schedule",
+                        "scheduler",
                         first=True,
                         extra=extra,
                     ),
