@@ -169,15 +169,23 @@ def test_overlap_skip_drops_the_ticks_that_come_while_a_run_goes(worker: Any, db
 
 
 def test_a_paused_schedule_enqueues_nothing(worker: Any, db: Any) -> None:
+    """Of the three schedules of tests/periodic/catch_up.py, "all" is paused: the worker's
+    looks at the others (which run) are looks at it too."""
     db.execute(
         "INSERT INTO aiotaskq_schedule (name, task, last_tick, paused, updated_at) "
-        "VALUES ('tests.periodic.ticks.tick', 'tests.periodic.ticks.tick', now(), true, now())"
+        "VALUES ('tests.periodic.catch_up.catch_up_all', 'tests.periodic.catch_up.catch_up_all',"
+        " now(), true, now())"
     )
-    proc = worker(env=_env("ticks"))
-    time.sleep(3)  # three ticks pass; nothing may run (there is no event to wait for)
-    assert _ticks(db, "tick") == []
-    db.execute("UPDATE aiotaskq_schedule SET paused = false")
-    wait_for(lambda: _ticks(db, "tick"), what="a tick once resumed")
+    proc = worker(env=_env("catch_up"))
+    wait_for(lambda: len(_ticks(db, "latest")) >= 3, what="three ticks of the others")
+    assert _ticks(db, "all") == []
+    # Resumed as the admin resumes: from the next tick, the paused ones not caught up.
+    (resumed,) = db.execute(
+        "UPDATE aiotaskq_schedule SET paused = false, last_tick = now() "
+        "WHERE name = 'tests.periodic.catch_up.catch_up_all' RETURNING last_tick"
+    ).fetchone()
+    ran = wait_for(lambda: _ticks(db, "all"), what="a tick once resumed")
+    assert min(ran) > resumed
     proc.signal(signal.SIGTERM)
 
 
