@@ -1,6 +1,6 @@
 from django.db import migrations, models
 
-# Long jobs (README "Long jobs", "Waiting for a result"): a task's checkpoint and progress
+# Long jobs (docs/long-jobs.md): a task's checkpoint and progress
 # live in its row, and those waiting for a task to finish are listed in a small table of
 # their own, so that the worker announces only the completions somebody waits for.
 #

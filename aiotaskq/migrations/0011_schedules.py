@@ -1,4 +1,4 @@
-# Periodic tasks (README "Periodic tasks"): a row per schedule with the last tick done with,
+# Periodic tasks (docs/periodic.md): a row per schedule with the last tick done with,
 # which every worker that knows the schedule moves on with a compare-and-set in the statement
 # that inserts the tick's task; the tick a task runs for (TaskContext.scheduled_for); and an
 # index of the schedules' runs still queued or running, for overlap="skip".
