@@ -342,3 +342,17 @@ def summarize(values: Sequence[float]) -> dict[str, float | None]:
         "max": ordered[-1],
         "mean": statistics.fmean(ordered),
     }
+
+
+def table_row(
+    label: str, unit: str, higher: bool, value: Any, target: Any = None
+) -> dict[str, Any]:
+    """One row of run.py's table, as the keyword arguments of its ``Row`` (the scenario
+    modules build theirs with it)."""
+    return {
+        "label": label,
+        "unit": unit,
+        "higher_is_better": higher,
+        "aiotaskq": value,
+        "target": target,
+    }

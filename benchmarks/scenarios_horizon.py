@@ -625,15 +625,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         return out
 
     def row(label: str, unit: str, higher: bool, value: Any, target: Any = None) -> None:
-        out.append(
-            {
-                "label": label,
-                "unit": unit,
-                "higher_is_better": higher,
-                "aiotaskq": value,
-                "target": target,
-            }
-        )
+        out.append(harness.table_row(label, unit, higher, value, target))
 
     for run in r["runs"]:
         head = (

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import dbenv, harness
-from benchmarks.scenarios_load import Kit
+from benchmarks.scenarios_load import Kit, burst_drain
 
-TABLE = "aiotaskq_task"
 #: The story: this many exports of this many seconds, and the urgent tasks enqueued while
 #: they run, in a worker of this concurrency (as many slots as exports: one shared queue is
 #: then wholly taken by them).
@@ -146,33 +145,8 @@ def _drain(kit: Kit, n: int, queues: list[str], caps: bool, name: str) -> dict[s
         )
     share = DRAIN_CONCURRENCY // len(queues)
     spec = ",".join(f"{q}:{share}" if caps else q for q in queues)
-    with harness.Probe() as probe, harness.connect(dbenv.database_name()) as conn:
-        conn.execute(f"ANALYZE {TABLE}")
-        env = harness.subprocess_env(
-            AIOTASKQ_BENCH_PROBE=probe.address, AIOTASKQ_BENCH_EXPECT=str(n)
-        )
-        proc = kit.start_worker(
-            name,
-            kit.log_dir,
-            env,
-            "--burst",
-            "--concurrency",
-            str(DRAIN_CONCURRENCY),
-            "--queues",
-            spec,
-        )
-        try:
-            proc.wait_line("worker.started", timeout=60)
-            t_empty = harness.wait_table_empty(
-                conn, TABLE, probe=probe, timeout=60 + n / 100, proc=proc
-            )
-            proc.wait(60)
-        finally:
-            proc.stop()
-        t_first = probe.first()
-    if t_first is None:
-        raise RuntimeError("no task reported its start")
-    return {"tasks_per_s": n / (t_empty - t_first)}
+    t = burst_drain(kit, n, name, "--concurrency", str(DRAIN_CONCURRENCY), "--queues", spec)
+    return {"tasks_per_s": n / (t["empty"] - t["first"])}
 
 
 def bench_lanes_drain(kit: Kit, n: int, rounds: int) -> dict[str, Any]:
@@ -214,15 +188,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def row(label: str, unit: str, higher: bool, value: Any, target: Any = None) -> None:
-        out.append(
-            {
-                "label": label,
-                "unit": unit,
-                "higher_is_better": higher,
-                "aiotaskq": value,
-                "target": target,
-            }
-        )
+        out.append(harness.table_row(label, unit, higher, value, target))
 
     if r := results.get("lanes_story"):
         head = (

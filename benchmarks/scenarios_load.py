@@ -520,6 +520,30 @@ def bench_memory(kit: Kit, n: int) -> dict[str, Any]:
     }
 
 
+def burst_drain(kit: Kit, n: int, name: str, *args: str) -> dict[str, float]:
+    """Time one ``--burst`` worker (``args`` its options) draining the ``n`` tasks already in
+    the table: the moments of its ``worker.started`` line, of the first task's start and of
+    the table found empty (this machine's clock)."""
+    with harness.Probe() as probe, harness.connect(dbenv.database_name()) as conn:
+        conn.execute(f"ANALYZE {TABLE}")
+        env = harness.subprocess_env(
+            AIOTASKQ_BENCH_PROBE=probe.address, AIOTASKQ_BENCH_EXPECT=str(n)
+        )
+        proc = kit.start_worker(name, kit.log_dir, env, "--burst", *args)
+        try:
+            t_ready = proc.wait_line("worker.started", timeout=60)
+            t_empty = harness.wait_table_empty(
+                conn, TABLE, probe=probe, timeout=60 + n / 100, proc=proc
+            )
+            proc.wait(60)
+        finally:
+            proc.stop()
+        t_first = probe.first()
+    if t_first is None:
+        raise RuntimeError("no task reported its start")
+    return {"ready": t_ready, "first": t_first, "empty": t_empty}
+
+
 # The table --------------------------------------------------------------------------------
 
 
@@ -528,15 +552,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def row(label: str, unit: str, higher: bool, value: Any, target: Any = None) -> None:
-        out.append(
-            {
-                "label": label,
-                "unit": unit,
-                "higher_is_better": higher,
-                "aiotaskq": value,
-                "target": target,
-            }
-        )
+        out.append(harness.table_row(label, unit, higher, value, target))
 
     if r := results.get("producers"):
         label = f"producers: {r['producers']} x await adelay(), {r['tasks']:,} in all"

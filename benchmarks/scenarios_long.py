@@ -19,9 +19,8 @@ import uuid
 from typing import Any
 
 from benchmarks import dbenv, harness
-from benchmarks.scenarios_load import Kit
+from benchmarks.scenarios_load import Kit, burst_drain
 
-TABLE = "aiotaskq_task"
 DRAIN_CONCURRENCY = 100
 
 
@@ -99,26 +98,11 @@ def _drain(kit: Kit, n: int, wait: bool, name: str) -> float:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the waits did not register")
                 time.sleep(0.05)
-    with harness.Probe() as probe, harness.connect(dbenv.database_name()) as conn:
-        conn.execute(f"ANALYZE {TABLE}")
-        env = harness.subprocess_env(
-            AIOTASKQ_BENCH_PROBE=probe.address, AIOTASKQ_BENCH_EXPECT=str(n)
-        )
-        proc = kit.start_worker(
-            name, kit.log_dir, env, "--burst", "--concurrency", str(DRAIN_CONCURRENCY)
-        )
-        try:
-            t_ready = proc.wait_line("worker.started", timeout=60)
-            t_empty = harness.wait_table_empty(
-                conn, TABLE, probe=probe, timeout=60 + n / 100, proc=proc
-            )
-            proc.wait(60)
-        finally:
-            proc.stop()
+    t = burst_drain(kit, n, name, "--concurrency", str(DRAIN_CONCURRENCY))
     if waiter is not None:
         for future in waiter:
             future.result(30)  # every wait ended
-    return n / (t_empty - t_ready)
+    return n / (t["empty"] - t["ready"])
 
 
 def bench_progress(calls: int) -> dict[str, Any]:
@@ -150,15 +134,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def row(label: str, unit: str, higher: bool, value: Any, target: Any = None) -> None:
-        out.append(
-            {
-                "label": label,
-                "unit": unit,
-                "higher_is_better": higher,
-                "aiotaskq": value,
-                "target": target,
-            }
-        )
+        out.append(harness.table_row(label, unit, higher, value, target))
 
     if r := results.get("waiting"):
         for key, words in (("end_to_return_s", "task's end"), ("enqueue_to_return_s", "enqueue")):
