@@ -403,6 +403,19 @@ def test_keep_result_must_be_positive_seconds() -> None:
             aiotaskq.task(keep_result=bad)  # type: ignore[arg-type]
 
 
+def test_progress_of_a_str_subclass_whose_str_raises_is_its_text() -> None:
+    class Hostile(str):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+        def __repr__(self) -> str:
+            raise RuntimeError("no")
+
+    doc = decode(progress_json(check_progress(1, 2, Hostile("rows \x00 done"))))
+    assert doc["message"] == "rows \ufffd done"
+    assert type(doc["message"]) is str
+
+
 def test_progress_is_coalesced_until_the_beat_takes_it() -> None:
     """A call only remembers the document; the heartbeat takes the latest one."""
     from aiotaskq.tasks.context import TaskContext

@@ -180,7 +180,7 @@ def check_progress(done: Any, total: Any = None, message: Any = "") -> Progress:
             raise InvalidProgress(
                 f"set_progress(): message must be a str, got {type(message).__name__}."
             )
-        message = str(message)
+        message = str.__str__(message)  # the text itself, not a subclass's __str__
     return done, total, message, time.time()
 
 
