@@ -148,10 +148,17 @@ def test_a_killed_export_resumes_from_its_checkpoint_and_writes_every_row_once(
 
         assert wait_for(done, timeout=90, what="the export to finish") == ("done", DELIVERIES)
         ids = {r[0] for r in db.execute("SELECT id::text FROM webhooks_delivery").fetchall()}
-        # The task succeeded: its row (and its checkpoint) are gone.
-        assert db.execute(
-            "SELECT count(*) FROM aiotaskq_task WHERE id = %s", (export["task"],)
-        ).fetchone() == (0,)
+        # The task succeeded: once its worker acknowledges it (just after the export row says
+        # done), its row and its checkpoint are gone.
+        wait_for(
+            lambda: (
+                db.execute(
+                    "SELECT count(*) FROM aiotaskq_task WHERE id = %s", (export["task"],)
+                ).fetchone()
+                == (0,)
+            ),
+            what="the export's task to be acknowledged",
+        )
 
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
