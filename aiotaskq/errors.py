@@ -60,6 +60,12 @@ class InvalidPriority(EnqueueError, TypeError, ValueError):
     """A priority that is not an ``int`` (a ``TypeError``) or is out of range (a ``ValueError``)."""
 
 
+class InvalidUniqueKey(EnqueueError, TypeError, ValueError):
+    """A ``unique_key`` that is not a non-empty string PostgreSQL can store (at most 255
+    characters, no NUL, no lone surrogate), an ``on_conflict`` that is not ``"ignore"`` or
+    ``"replace"``, or an ``on_conflict`` for a call without a key."""
+
+
 class TaskNotRegistered(AiotaskqError, LookupError):
     """A task name that no ``@task`` in this process has registered."""
 

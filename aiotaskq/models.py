@@ -101,6 +101,14 @@ class Task(models.Model):
     scheduled_for = models.DateTimeField(
         null=True, blank=True, help_text="The tick of the periodic schedule this run is for."
     )
+    unique_key = models.TextField(
+        null=True,
+        blank=True,
+        help_text=(
+            "The task's unique key (unique_key=..., or @task(unique=True)): while it is "
+            "queued or running, another call with this key writes nothing."
+        ),
+    )
 
     class Meta:
         db_table = "aiotaskq_task"

@@ -149,7 +149,8 @@ def db() -> Iterator[psycopg.Connection[Any]]:
 def _clean_tables() -> Iterator[None]:
     with psycopg.connect(task_db_conninfo(), autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE aiotaskq_task, aiotaskq_waiter, aiotaskq_schedule, testapp_execution"
+            "TRUNCATE aiotaskq_task, aiotaskq_waiter, aiotaskq_schedule, aiotaskq_unique, "
+            "testapp_execution"
         )
     yield
     from django.db import connections
@@ -261,3 +262,45 @@ def executions(label: str) -> list[Any]:
     from tests.app.models import Execution
 
     return list(Execution.objects.filter(label=label).order_by("id"))
+
+
+def migrate_back_and_forth(previous: str, probe: str) -> None:
+    """Migrate a database of its own to the latest migration, back to ``previous``, and
+    forward again; ``probe`` (one row of booleans: what the newest migration creates) must
+    be all true, then all false, then all true again."""
+    from psycopg import sql
+
+    name = f"aiotaskq_test_mig_{os.getpid()}"
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    env = {**os.environ, "AIOTASKQ_TEST_DATABASE": name, "PYTHONPATH": str(ROOT)}
+
+    def migrate(*target: str) -> None:
+        argv = [sys.executable, "-m", "django", "migrate", *target, "-v", "0"]
+        subprocess.run(
+            [*argv, "--settings", "tests.settings"], cwd=ROOT, env=env, check=True, timeout=120
+        )
+
+    def objects() -> set[bool]:
+        info = psycopg.conninfo.conninfo_to_dict(_admin_conninfo())
+        info["dbname"] = name
+        with psycopg.connect(psycopg.conninfo.make_conninfo(**info)) as conn:
+            row = conn.execute(probe).fetchone()
+            assert row is not None
+            return set(row)
+
+    try:
+        migrate("aiotaskq")
+        assert objects() == {True}
+        migrate("aiotaskq", previous)
+        assert objects() == {False}
+        migrate("aiotaskq")
+        assert objects() == {True}
+    finally:
+        with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

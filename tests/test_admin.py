@@ -213,6 +213,8 @@ def test_filters_and_search(db: psycopg.Connection[Any], admin: Client) -> None:
     assert listed(admin.get(url("failed"), {"name": "app.other"})) == {other}
     assert listed(admin.get(url("failed"), {"q": str(other)})) == {other}
     assert listed(admin.get(url("failed"), {"q": "other"})) == {other}
+    db.execute("UPDATE aiotaskq_task SET unique_key = 'order-42' WHERE id = %s", (other,))
+    assert listed(admin.get(url("failed"), {"q": "order-42"})) == {other}
     html = admin.get(url("failed")).content.decode()
     assert "?queue=other" in html  # the queue filter offers the queues of the group
     assert "2 failed tasks" in html  # a small group is counted exactly
@@ -292,6 +294,32 @@ def test_run_again_requeues_dirty(
     assert len(heard(listener)) == 1
     for task_id in rows["active"]:
         assert state_of(db, task_id) == "running"
+
+
+def test_run_again_of_a_unique_task_takes_its_key_back_unless_another_holds_it(
+    db: psycopg.Connection[Any], admin: Client
+) -> None:
+    free, taken, holder = (insert(db, "failed") for _ in range(3))
+    db.execute("UPDATE aiotaskq_task SET state = 'queued' WHERE id = %s", (holder,))
+    for task_id, key in ((free, "free"), (taken, "taken"), (holder, "taken")):
+        db.execute("UPDATE aiotaskq_task SET unique_key = %s WHERE id = %s", (key, task_id))
+    db.execute(
+        "INSERT INTO aiotaskq_unique (name, key, task_id) VALUES ('app.work', 'taken', %s)",
+        (holder,),
+    )
+    response = admin.post(
+        url("failed"),
+        {"action": "requeue", "index": "0", "_selected_action": [str(free), str(taken)]},
+        follow=True,
+    )
+    shown = messages_of(response)
+    assert "1 task queued again, due now." in shown
+    assert "1 task left alone" in shown
+    assert "holding a unique key that another queued or running task holds now" in shown
+    assert state_of(db, free) == "queued"
+    assert state_of(db, taken) == "failed"
+    keys = dict(db.execute("SELECT key, task_id FROM aiotaskq_unique").fetchall())
+    assert keys == {"free": free, "taken": holder}
 
 
 def test_an_active_task_cannot_be_run_again_from_the_dirty_view(

@@ -117,6 +117,35 @@ def test_run_again_enqueues_new_tasks_and_keeps_the_results(
     assert len(listed(admin.get(url("pending")))) == 2
 
 
+def test_run_again_of_a_unique_result_writes_nothing_while_another_holds_its_key(
+    db: psycopg.Connection[Any], admin: Client
+) -> None:
+    kept = insert(db, "succeeded")
+    db.execute("UPDATE aiotaskq_task SET unique_key = 'k' WHERE id = %s", (kept,))
+    first = admin.post(
+        url("succeeded"),
+        {"action": "requeue", "index": "0", "_selected_action": [str(kept)]},
+        follow=True,
+    )
+    assert "1 task queued again as new tasks" not in messages_of(first)
+    assert "1 task queued again as new task, due now" in messages_of(first)
+    (new_id,) = db.execute("SELECT task_id FROM aiotaskq_unique WHERE key = 'k'").fetchone() or ()
+    assert new_id != kept
+    second = admin.post(
+        url("succeeded"),
+        {"action": "requeue", "index": "0", "_selected_action": [str(kept)]},
+        follow=True,
+    )
+    assert "0 tasks queued again" in messages_of(second)
+    assert (
+        "1 task not run again: another task with the same unique key is queued or running."
+        in messages_of(second)
+    )
+    assert db.execute("SELECT count(*) FROM aiotaskq_task WHERE state = 'queued'").fetchone() == (
+        1,
+    )
+
+
 def test_delete_asks_first_then_deletes_kept_results(
     db: psycopg.Connection[Any], admin: Client
 ) -> None:

@@ -34,7 +34,7 @@ from aiotaskq.tasks import waiting
 from aiotaskq.tasks.context import MAX_MESSAGE, check_progress, encode_checkpoint, progress_json
 from tests.app import tasks
 from tests.app.models import Execution
-from tests.conftest import executions, run_cli, wait_for
+from tests.conftest import executions, migrate_back_and_forth, run_cli, wait_for
 
 
 def _row(db: Any, task_id: Any, *columns: str) -> tuple[Any, ...] | None:
@@ -438,61 +438,16 @@ def test_progress_is_coalesced_until_the_beat_takes_it() -> None:
     assert ctx.take_progress() is None
 
 
-def test_migration_0010_goes_back_and_forth(tmp_path: Any) -> None:
+def test_migration_0010_goes_back_and_forth() -> None:
     """0010 adds the columns, the waiters' table and aiotaskq_announce; going back to 0009
     removes them, and forward again restores them (on a database of its own)."""
-    import os
-    import subprocess
-    import sys
-
-    import psycopg
-    from psycopg import sql
-
-    from tests.conftest import ROOT, _admin_conninfo
-
-    name = f"aiotaskq_test_mig_{os.getpid()}"
-    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    env = {**os.environ, "AIOTASKQ_TEST_DATABASE": name, "PYTHONPATH": str(ROOT)}
-
-    def migrate(*target: str) -> None:
-        argv = [sys.executable, "-m", "django", "migrate", *target, "-v", "0"]
-        subprocess.run(
-            [*argv, "--settings", "tests.settings"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            timeout=120,
-        )
-
-    def objects() -> tuple[Any, ...]:
-        info = psycopg.conninfo.conninfo_to_dict(_admin_conninfo())
-        info["dbname"] = name
-        with psycopg.connect(psycopg.conninfo.make_conninfo(**info)) as conn:
-            row = conn.execute(
-                "SELECT to_regclass('aiotaskq_waiter') IS NOT NULL,"
-                " to_regproc('aiotaskq_announce') IS NOT NULL,"
-                " EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name ="
-                " 'aiotaskq_task_ring0' AND column_name = 'checkpoint')"
-            ).fetchone()
-            assert row is not None
-            return tuple(row)
-
-    try:
-        migrate("aiotaskq")
-        assert objects() == (True, True, True)
-        migrate("aiotaskq", "0009")
-        assert objects() == (False, False, False)
-        migrate("aiotaskq")
-        assert objects() == (True, True, True)
-    finally:
-        with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    migrate_back_and_forth(
+        "0009",
+        "SELECT to_regclass('aiotaskq_waiter') IS NOT NULL,"
+        " to_regproc('aiotaskq_announce') IS NOT NULL,"
+        " EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name ="
+        " 'aiotaskq_task_ring0' AND column_name = 'checkpoint')",
+    )
 
 
 def test_a_wait_survives_its_connections_being_terminated(worker: Any, db: Any) -> None:

@@ -44,6 +44,25 @@ PARAMS: dict[str, dict[str, Any]] = {
         "time_limit": None,
         "channel": channel_for("q"),
     },
+    "enqueue_unique": {
+        "ids": [uuid.uuid4(), uuid.uuid4()],
+        "names": ["t", "t"],
+        "queues": ["q", "q"],
+        "priorities": [0, 0],
+        "args": ["[]", "[1]"],
+        "kwargs": ["{}", "{}"],
+        "etas": [None, None],
+        "countdowns": [None, 2.0],
+        "expires_ats": [None, None],
+        "expires_ins": [None, None],
+        "time_limits": [None, None],
+        "keys": ["k", "k"],
+        "replaces": [False, True],
+        "dirty_afters": [10.0, None],
+        "channels": [channel_for("q")],
+    },
+    "unique_prune": {"limit": 10},
+    "unique_health": {},
     "ping": {},
     "table_health": {},
     "kept_partitions": {},
@@ -144,9 +163,13 @@ def test_every_statement_runs(db: Any) -> None:
     names = queries.names()
     segmented = {"rotate_lock", "rotate_truncate"}
     tabled = {"vacuum", "analyze"}
-    assert set(names) == set(PARAMS) | {"listen", "enqueue_copy"} | segmented | tabled
+    alone = {"unique_vacuum"}
+    assert set(names) == set(PARAMS) | {"listen", "enqueue_copy"} | segmented | tabled | alone
     for name in names:
-        if name in tabled:  # VACUUM cannot run inside a transaction
+        if name in alone:  # VACUUM cannot run inside a transaction
+            db.execute(queries.text(name))
+            continue
+        if name in tabled:
             db.execute(queries.query(name).format(tables=sql.Identifier("aiotaskq_task_cold")))
             continue
         if name == "listen":

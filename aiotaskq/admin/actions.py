@@ -74,15 +74,21 @@ def _confirm(
 
 
 def _report(
-    model_admin: TaskAdmin, request: HttpRequest, done: int, selected: int, what: str
+    model_admin: TaskAdmin,
+    request: HttpRequest,
+    done: int,
+    selected: int,
+    what: str,
+    *,
+    or_else: str = "",
 ) -> None:
     model_admin.message_user(request, f"{_tasks(done)} {what}.", messages.SUCCESS)
     left = selected - done
     if left:
         model_admin.message_user(
             request,
-            f"{_tasks(left)} left alone: no longer {group_word(model_admin.opts)}, or being "
-            "changed by someone else at the same moment.",
+            f"{_tasks(left)} left alone: no longer {group_word(model_admin.opts)}, "
+            f"{or_else}or being changed by someone else at the same moment.",
             messages.WARNING,
         )
 
@@ -197,7 +203,19 @@ class ByHand(_Deletable):
                 self._selection(picked), settings.DIRTY_AFTER, settings.DATABASE
             )
             _log(request, self.model, picked, done, CHANGE, REQUEUED)
-        _report(self, request, len(done), len(picked), "queued again, due now")
+            left = picked.keys() - set(done)
+            keyed = bool(left) and queryset.filter(pk__in=left, unique_key__isnull=False).exists()
+        _report(
+            self,
+            request,
+            len(done),
+            len(picked),
+            "queued again, due now",
+            # A task whose key another task holds now is not run again (migration 0012).
+            or_else="holding a unique key that another queued or running task holds now, "
+            if keyed
+            else "",
+        )
 
 
 class Kept(_Deletable):
@@ -227,13 +245,20 @@ class Kept(_Deletable):
                 kwargs_text=Cast("kwargs", output_field=TextField()),
             )
             .values_list(
-                "pk", "name", "queue", "priority", "time_limit", "args_text", "kwargs_text"
+                "pk",
+                "name",
+                "queue",
+                "priority",
+                "time_limit",
+                "args_text",
+                "kwargs_text",
+                "unique_key",
             )
         )
         with _one_transaction(settings.DATABASE):
             picked: dict[uuid.UUID, tuple[str, str]] = {}
             rows = []
-            for task_id, name, queue, priority, time_limit, args, kwargs in sources:
+            for task_id, name, queue, priority, time_limit, args, kwargs, key in sources:
                 picked[task_id] = (name, queue)
                 rows.append(
                     db_enqueue.TaskRow(
@@ -244,21 +269,31 @@ class Kept(_Deletable):
                         args=args,
                         kwargs=kwargs,
                         time_limit=time_limit,
+                        # A unique task run again keeps its key: if another task holds it
+                        # now, nothing is written for this one.
+                        unique_key=key,
+                        dirty_after=settings.DIRTY_AFTER,
                     )
                 )
-            added = {r.id: (r.name, r.queue) for r in rows}
-            if rows:
-                db_enqueue.insert_sync(rows, settings.DATABASE)
+            held = db_enqueue.insert_sync(rows, settings.DATABASE) if rows else {}
+            added = {r.id: (r.name, r.queue) for r in rows if r.id not in held}
             # The history of both: the results that were run again, and the new tasks
             # (Pending: due now).
             _log(request, self.model, picked, picked.keys(), CHANGE, RERUN)
             _log(request, PendingTask, added, added.keys(), ADDITION, RERUN_FROM)
         self.message_user(
             request,
-            f"{_tasks(len(rows))} queued again as new {_its(len(rows), 'task', 'tasks')}, due "
-            "now; the kept results stay as they are.",
+            f"{_tasks(len(added))} queued again as new {_its(len(added), 'task', 'tasks')}, "
+            "due now; the kept results stay as they are.",
             messages.SUCCESS,
         )
+        if held:
+            self.message_user(
+                request,
+                f"{_tasks(len(held))} not run again: another task with the same unique key is "
+                "queued or running.",
+                messages.WARNING,
+            )
 
 
 class Revocable(TaskAdmin):

@@ -50,13 +50,13 @@ class TaskAdmin(_ModelAdmin):
 
     list_filter = (QueueFilter, NameFilter)
     search_fields = ("name",)
-    search_help_text = "A task id, or part of a task name."
+    search_help_text = "A task id, part of a task name, or a unique key."
     list_per_page = 100
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
     fieldsets = (
-        (None, {"fields": ("name", "id", "queue", "priority", "state")}),
+        (None, {"fields": ("name", "id", "queue", "priority", "state", "unique_key")}),
         ("Arguments", {"fields": ("args_json", "kwargs_json")}),
         ("Schedule", {"fields": ("created", "execute", "expires", "time_limit")}),
         ("Lease", {"fields": ("worker_id", "attempt", "started", "heartbeat", "finished")}),
@@ -64,7 +64,7 @@ class TaskAdmin(_ModelAdmin):
         ("Long jobs", {"fields": ("progress_now", "checkpoint_json")}),
     )
     readonly_fields = (
-        *("name", "id", "queue", "priority", "state", "args_json", "kwargs_json"),
+        *("name", "id", "queue", "priority", "state", "unique_key", "args_json", "kwargs_json"),
         *("created", "execute", "expires", "time_limit"),
         *("worker_id", "attempt", "started", "heartbeat", "finished", "error_history"),
         *("progress_now", "checkpoint_json"),
@@ -108,7 +108,7 @@ class TaskAdmin(_ModelAdmin):
         try:
             return queryset.filter(pk=uuid.UUID(term)), False
         except ValueError:
-            return queryset.filter(name__icontains=term), False
+            return queryset.filter(Q(name__icontains=term) | Q(unique_key=term)), False
 
     # -- permissions -----------------------------------------------------------------------
 

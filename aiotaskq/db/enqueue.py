@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import types
 import uuid
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from .listen import channel_for, channels_for
 from .sql import text
 
 __all__ = [
+    "Holders",
     "TaskRow",
     "insert",
     "insert_one",
@@ -46,7 +48,19 @@ class TaskRow:
     expires_at: dt.datetime | None = None
     expires_in: float | None = None
     time_limit: float | None = None
+    #: The task's unique key, if it has one (docs/unique.md).
+    unique_key: str | None = None
+    #: With a key: a queued holder takes this row's arguments and run time (debounce).
+    replace: bool = False
+    #: With a key: seconds a running holder's heartbeat may be silent before it holds
+    #: nothing (``DIRTY_AFTER``), or ``None``: a running holder always holds it.
+    dirty_after: float | None = None
 
+
+#: Of the rows of one write that have a unique key, those that did not become a task of their
+#: own: their id, and the id of the task that holds the key (kept, or replaced).
+Holders = Mapping[uuid.UUID, uuid.UUID]
+_NO_HOLDERS: Holders = types.MappingProxyType({})
 
 #: From this many rows on, a batch is written with COPY (its rows without a schedule).
 COPY_MIN_ROWS = 64
@@ -57,7 +71,53 @@ _JSONB_V1 = b"\x01"
 
 
 def _is_plain(r: TaskRow) -> bool:
-    return r.eta is None and r.countdown is None and r.expires_at is None and r.expires_in is None
+    return (
+        r.eta is None
+        and r.countdown is None
+        and r.expires_at is None
+        and r.expires_in is None
+        and r.unique_key is None
+    )
+
+
+@dataclass(slots=True)
+class _Keyed:
+    """The rows of a write that have a unique key, as sent to ``enqueue_unique``: in key order
+    (so that two writes lock the keys they share in the same order), and, for one key, in the
+    order they were given: the database takes them one after another, so that several calls
+    of one key in a write answer as they would have one by one."""
+
+    sent: list[TaskRow]
+
+    @classmethod
+    def of(cls, rows: Iterable[TaskRow]) -> _Keyed:
+        return cls(sorted(rows, key=_key_order))  # sorted() is stable
+
+    def params(self) -> dict[str, Any]:
+        rows = self.sent
+        return {
+            **_params(rows),
+            "keys": [r.unique_key for r in rows],
+            "replaces": [r.replace for r in rows],
+            "dirty_afters": [r.dirty_after for r in rows],
+        }
+
+    @staticmethod
+    def holders(result: Iterable[Sequence[Any]]) -> dict[uuid.UUID, uuid.UUID]:
+        return {asked: holder for asked, holder, *_ in result if holder != asked}
+
+
+def _key_order(row: TaskRow) -> tuple[str, str]:
+    return (row.name, row.unique_key or "")
+
+
+def _split(rows: Iterable[TaskRow]) -> tuple[list[TaskRow], list[TaskRow]]:
+    """(rows without a unique key, rows with one)."""
+    plain: list[TaskRow] = []
+    keyed: list[TaskRow] = []
+    for row in rows:
+        (plain if row.unique_key is None else keyed).append(row)
+    return plain, keyed
 
 
 def _copy_record(r: TaskRow) -> tuple[Any, ...]:
@@ -72,12 +132,13 @@ def _copy_record(r: TaskRow) -> tuple[Any, ...]:
     )
 
 
-def stream_sync(rows: Iterable[TaskRow], alias: str) -> None:
+def stream_sync(rows: Iterable[TaskRow], alias: str) -> Holders:
     """Write ``rows`` (many; an iterator that may build them as it goes) through Django's
     connection ``alias`` with COPY, so that the database stores each chunk while the next is
     built. All or none: in a transaction of its own, or a savepoint of the caller's
     ``atomic()``; if building a row raises, nothing is written and the caller's transaction
-    is intact. Rows with a schedule follow in one ``enqueue`` statement; one NOTIFY per queue.
+    is intact. Rows with a schedule follow in one ``enqueue`` statement, rows with a unique
+    key in one ``enqueue_unique``; one NOTIFY per queue. Returns the keyed rows' holders.
 
     Raises:
         DatabaseError: a statement failed (errors of building a row propagate as they are).
@@ -99,18 +160,26 @@ def stream_sync(rows: Iterable[TaskRow], alias: str) -> None:
                 else:
                     rest.append(row)
         channels = channels_for(queues)
-        if rest:
-            cursor.execute(text("enqueue"), {**_params(rest), "channels": channels})
+        scheduled, keyed = _split(rest)
+        if scheduled:
+            cursor.execute(text("enqueue"), {**_params(scheduled), "channels": channels})
         elif channels:
             cursor.execute(text("notify"), {"channels": channels})
+        return _write_keyed_sync(cursor, keyed) if keyed else _NO_HOLDERS
 
 
-async def stream(rows: Iterable[TaskRow]) -> None:
+def _write_keyed_sync(cursor: Any, rows: Sequence[TaskRow]) -> Holders:
+    keyed = _Keyed.of(rows)
+    cursor.execute(text("enqueue_unique"), keyed.params())
+    return keyed.holders(cursor.fetchall())
+
+
+async def stream(rows: Iterable[TaskRow]) -> Holders:
     """The async twin of :func:`stream_sync`, on the loop's pool, in a transaction of its
     own (committed at once)."""
     with translate_errors("Enqueueing"):
         async with connection() as conn:
-            await _copy(conn, rows)
+            return (await _copy(conn, rows)).holders
 
 
 def _params(rows: Sequence[TaskRow]) -> dict[str, Any]:
@@ -147,22 +216,33 @@ def _one_params(row: TaskRow) -> dict[str, Any]:
     }
 
 
-def insert_sync(rows: Sequence[TaskRow], alias: str) -> None:
+def insert_sync(rows: Sequence[TaskRow], alias: str) -> Holders:
     """Write ``rows`` through Django's connection ``alias``: inside the caller's
     ``transaction.atomic()`` if there is one (visible and notified at its commit, gone with
-    its rollback), else committed at once, all or none.
+    its rollback), else committed at once, all or none. Returns the holders of the rows with
+    a unique key that did not become tasks of their own.
 
     Raises:
         DatabaseError: the statement failed.
     """
-    if len(rows) == 1:
+    if len(rows) == 1 and rows[0].unique_key is None:
         insert_one_sync(rows[0], alias)
-        return
+        return _NO_HOLDERS
     if len(rows) >= COPY_MIN_ROWS:
-        stream_sync(rows, alias)
-        return
-    with translate_errors("Enqueueing"), connections[alias].cursor() as cursor:
-        cursor.execute(text("enqueue"), _params(rows))
+        return stream_sync(rows, alias)
+    plain, keyed = _split(rows)
+    if not keyed:
+        with translate_errors("Enqueueing"), connections[alias].cursor() as cursor:
+            cursor.execute(text("enqueue"), _params(rows))
+        return _NO_HOLDERS
+    with (
+        translate_errors("Enqueueing"),
+        transaction.atomic(using=alias),
+        connections[alias].cursor() as cursor,
+    ):
+        if plain:
+            cursor.execute(text("enqueue"), _params(plain))
+        return _write_keyed_sync(cursor, keyed)
 
 
 def insert_one_sync(row: TaskRow, alias: str) -> dt.datetime:
@@ -185,6 +265,7 @@ class _Written:
     copied: frozenset[uuid.UUID]
     copy_time: dt.datetime | None
     time: dt.datetime | None
+    holders: Holders = _NO_HOLDERS
 
     def created_at(self, row: TaskRow) -> dt.datetime:
         created_at = self.copy_time if row.id in self.copied else self.time
@@ -194,13 +275,29 @@ class _Written:
 
 async def _write(conn: psycopg.AsyncConnection[Any], rows: Sequence[TaskRow]) -> _Written:
     """Write ``rows`` on ``conn`` (autocommit) in one transaction."""
-    if len(rows) == 1:
+    if len(rows) >= COPY_MIN_ROWS:
+        return await _copy(conn, rows)
+    if len(rows) == 1 and rows[0].unique_key is None:
         cur = await conn.execute(text("enqueue_one"), _one_params(rows[0]), prepare=True)
         return _Written(frozenset(), None, _created_at(await cur.fetchone()))
-    if len(rows) < COPY_MIN_ROWS:
+    plain, keyed = _split(rows)
+    if not keyed:
         cur = await conn.execute(text("enqueue"), _params(rows))
         return _Written(frozenset(), None, _created_at(await cur.fetchone()))
-    return await _copy(conn, rows)
+    async with conn.transaction(), conn.cursor() as cursor:
+        if plain:
+            await cursor.execute(text("enqueue"), _params(plain))
+        holders, time = await _write_keyed(cursor, keyed)
+    return _Written(frozenset(), None, time, holders)
+
+
+async def _write_keyed(
+    cursor: psycopg.AsyncCursor[Any], rows: Sequence[TaskRow]
+) -> tuple[Holders, dt.datetime]:
+    keyed = _Keyed.of(rows)
+    await cursor.execute(text("enqueue_unique"), keyed.params())
+    result = await cursor.fetchall()
+    return keyed.holders(result), result[0][3]
 
 
 async def _copy(conn: psycopg.AsyncConnection[Any], rows: Iterable[TaskRow]) -> _Written:
@@ -221,12 +318,16 @@ async def _copy(conn: psycopg.AsyncConnection[Any], rows: Iterable[TaskRow]) -> 
                     await copy.write_row(_copy_record(row))
                 else:
                     rest.append(row)
-        if rest:
-            await cursor.execute(text("enqueue"), {**_params(rest), "channels": []})
+        scheduled, keyed = _split(rest)
+        if scheduled:
+            await cursor.execute(text("enqueue"), {**_params(scheduled), "channels": []})
             time = _created_at(await cursor.fetchone())
+        holders = _NO_HOLDERS
+        if keyed:
+            holders, time = await _write_keyed(cursor, keyed)
         await cursor.execute(text("notify"), {"channels": channels_for(queues)})
         copy_time = _transaction_time(await cursor.fetchone())
-    return _Written(frozenset(copied), copy_time, time)
+    return _Written(frozenset(copied), copy_time, time, holders)
 
 
 class _Writer:
@@ -350,9 +451,10 @@ def _writer() -> _Writer:
     return writer
 
 
-async def insert(rows: Sequence[TaskRow]) -> None:
+async def insert(rows: Sequence[TaskRow]) -> Holders:
     """Write ``rows`` on the running loop's pool, committed at once, all or none (several
-    concurrent calls may share one statement; see :class:`_Writer`).
+    concurrent calls may share one statement; see :class:`_Writer`). Returns the holders of
+    the rows with a unique key that did not become tasks of their own.
 
     Cancellation: if the caller is cancelled while the statement is in flight, the task may
     or may not have been written; the pool discards the connection either way.
@@ -361,7 +463,8 @@ async def insert(rows: Sequence[TaskRow]) -> None:
         DatabaseError: the statement failed.
     """
     with translate_errors("Enqueueing"):
-        await _writer().write(rows)
+        written = await _writer().write(rows)
+    return written.holders
 
 
 async def insert_one(row: TaskRow) -> dt.datetime:

@@ -49,6 +49,26 @@ SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify(%(channel)s::text,
        statement_timestamp() AS created_at;
 
 
+-- name: enqueue_unique
+-- Tasks with a unique key, one or many (migration 0012, docs/unique.md): the arrays of
+-- "enqueue", plus each row's key, whether it replaces a queued holder, and how long a running
+-- holder's heartbeat may be silent before it holds nothing (NULL: a running holder always
+-- holds). One row back per row sent: the id that holds the key now, and 'new', 'kept' or
+-- 'replaced'. The caller sends the rows in key order (of one key, in the order of the
+-- calls). The queues are woken at commit, as by "enqueue" (a replaced task may have become
+-- ready, or due sooner).
+WITH woken AS MATERIALIZED (
+    SELECT count(pg_notify(c, '')) FROM unnest(%(channels)s::text[]) AS c
+)
+SELECT u.asked, u.holder, u.outcome, statement_timestamp() AS created_at
+FROM woken, aiotaskq_enqueue_unique(
+    %(ids)s::uuid[], %(names)s::text[], %(queues)s::text[], %(priorities)s::int[],
+    %(args)s::text[], %(kwargs)s::text[], %(etas)s::timestamptz[], %(countdowns)s::float8[],
+    %(expires_ats)s::timestamptz[], %(expires_ins)s::float8[], %(time_limits)s::float8[],
+    %(keys)s::text[], %(replaces)s::boolean[], %(dirty_afters)s::float8[]
+) AS u;
+
+
 -- name: enqueue_copy
 -- Many tasks without a schedule or an expiry, in binary COPY: several times faster than the
 -- statement above once a batch has more than a few dozen rows. created_at and execute_at
@@ -288,6 +308,22 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 );
+
+
+-- name: unique_prune
+-- Key rows of tasks that have ended for good (gone, failed, or kept as succeeded), a bounded
+-- batch at a time; rows an enqueue holds are skipped, never waited for (migration 0012).
+SELECT aiotaskq_unique_prune(%(limit)s) AS pruned;
+
+
+-- name: unique_health
+-- Whether the key table wants a VACUUM where autovacuum does not run: its dead rows.
+SELECT coalesce(s.n_dead_tup, 0), current_setting('autovacuum')::bool
+FROM pg_stat_user_tables s WHERE s.relname = 'aiotaskq_unique';
+
+
+-- name: unique_vacuum
+VACUUM aiotaskq_unique;
 
 
 -- name: table_health
@@ -614,6 +650,10 @@ UPDATE aiotaskq_task t
 SET state = 'queued', execute_at = now(), worker_id = NULL, started_at = NULL,
     alive_at = NULL, finished_at = NULL, pos = nextval('aiotaskq_task_pos')
 FROM picked WHERE t.id = picked.id
+  -- A task with a unique key takes it back first; one that another queued or running task
+  -- holds is left as it is (migration 0012).
+  AND CASE WHEN t.unique_key IS NULL THEN true
+           ELSE aiotaskq_unique_retake(t.name, t.unique_key, t.id, NULL) END
 RETURNING t.id, t.queue;
 
 

@@ -213,8 +213,10 @@ def enqueue_many(signatures: Iterable[Signature[Any, Any]]) -> Sequence[AsyncRes
 
     All or none: one bad input raises and writes nothing (the caller's transaction stays
     usable). Large batches are written with COPY while they are built. One NOTIFY per queue is
-    sent at commit. In eager mode (``ALWAYS_EAGER``) the tasks run at once instead and the
-    results are :class:`~aiotaskq.tasks.result.EagerResult`.
+    sent at commit. A signature with a unique key that a live task holds writes nothing (or
+    replaces that task's arguments): its result is that task's. In eager mode
+    (``ALWAYS_EAGER``) the tasks run at once instead (keys or not) and the results are
+    :class:`~aiotaskq.tasks.result.EagerResult`.
 
     Raises:
         EnqueueError: bad input in any signature, or an item that is not a signature
@@ -224,14 +226,14 @@ def enqueue_many(signatures: Iterable[Signature[Any, Any]]) -> Sequence[AsyncRes
         signatures = list(signatures)
     if _streamed(signatures):
         built: list[db_enqueue.TaskRow] = []
-        db_enqueue.stream_sync(_build(signatures, built), get_settings().DATABASE)
-        return [AsyncResult(row.id) for row in built]
+        holders = db_enqueue.stream_sync(_build(signatures, built), get_settings().DATABASE)
+        return _results(built, holders)
     rows = _rows(signatures)
     if get_settings().ALWAYS_EAGER:
         return eager.run_eagerly(rows)
-    if rows:
-        db_enqueue.insert_sync(rows, get_settings().DATABASE)
-    return [AsyncResult(row.id) for row in rows]
+    if not rows:
+        return []
+    return _results(rows, db_enqueue.insert_sync(rows, get_settings().DATABASE))
 
 
 async def aenqueue_many(signatures: Iterable[Signature[Any, Any]]) -> Sequence[AsyncResult]:
@@ -240,11 +242,19 @@ async def aenqueue_many(signatures: Iterable[Signature[Any, Any]]) -> Sequence[A
         signatures = list(signatures)
     if _streamed(signatures):
         built: list[db_enqueue.TaskRow] = []
-        await db_enqueue.stream(_build(signatures, built))
-        return [AsyncResult(row.id) for row in built]
+        holders = await db_enqueue.stream(_build(signatures, built))
+        return _results(built, holders)
     rows = _rows(signatures)
     if get_settings().ALWAYS_EAGER:
         return await eager.arun_eagerly(rows)
-    if rows:
-        await db_enqueue.insert(rows)
-    return [AsyncResult(row.id) for row in rows]
+    if not rows:
+        return []
+    return _results(rows, await db_enqueue.insert(rows))
+
+
+def _results(rows: Sequence[db_enqueue.TaskRow], holders: db_enqueue.Holders) -> list[AsyncResult]:
+    """A result per row: its own task's, or, for a row whose unique key a live task holds,
+    that task's."""
+    if not holders:
+        return [AsyncResult(row.id) for row in rows]
+    return [AsyncResult(holders.get(row.id, row.id)) for row in rows]

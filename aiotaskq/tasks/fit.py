@@ -46,14 +46,17 @@ class Fit:
         if shape not in self._shapes:
             self._bind(name, args, kwargs, shape)
 
-    def _bind(
-        self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], shape: object
-    ) -> None:
-        for key in kwargs:
-            if not isinstance(key, str):
-                raise ArgumentsNotSerializable(
-                    f"Task {name!r}: keyword argument names must be strings, got {key!r}."
-                )
+    def arguments(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The call's arguments by parameter name, with the defaults of those it leaves out
+        (the worker's leading ones not included): ``f(7)`` and ``f(x=7)`` give the same.
+        Only for a call that :meth:`check` has let through."""
+        signature = self._load()
+        bound = signature.bind(*((None,) * self._lead), *args, **kwargs)
+        bound.apply_defaults()
+        lead = list(signature.parameters)[: self._lead]
+        return {k: v for k, v in bound.arguments.items() if k not in lead}
+
+    def _load(self) -> inspect.Signature:
         signature = self._signature
         if signature is None:
             try:
@@ -65,6 +68,17 @@ class Fit:
                         inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
                     ]
                 )
+        return signature
+
+    def _bind(
+        self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], shape: object
+    ) -> None:
+        for key in kwargs:
+            if not isinstance(key, str):
+                raise ArgumentsNotSerializable(
+                    f"Task {name!r}: keyword argument names must be strings, got {key!r}."
+                )
+        signature = self._load()
         try:
             signature.bind(*((None,) * self._lead), *args, **kwargs)
         except TypeError as exc:

@@ -20,6 +20,8 @@ from .enqueue import Expires, aenqueue_many, build_row, enqueue_many, validate_q
 from .fit import Fit, check_containers
 from .registry import register
 from .result import AsyncResult
+from .unique import ON_CONFLICT, OnConflict
+from .unique import key as unique_key_of
 
 __all__ = ["Attempt", "Signature", "Task", "shared_task", "task"]
 
@@ -37,6 +39,8 @@ class Options:
     queue: str | None = None
     priority: int | None = None
     time_limit: float | None = None
+    unique_key: str | None = None
+    on_conflict: OnConflict | None = None
 
 
 OnDirty = Literal["keep", "retry"]
@@ -73,6 +77,8 @@ class Task(Generic[P, R]):
         policy: RetryPolicy | None = None,
         result_retention: float | None = None,
         wants_attempt: bool = False,
+        unique: bool = False,
+        on_conflict: OnConflict = "ignore",
     ) -> None:
         self.fn = fn
         self.name: str = name or f"{fn.__module__}.{fn.__qualname__}"
@@ -91,7 +97,22 @@ class Task(Generic[P, R]):
             raise ConfigurationError(
                 f"time_limit must be a positive number of seconds, got {time_limit!r}."
             )
+        if not isinstance(unique, bool):
+            raise ConfigurationError(
+                f"unique must be True (a key made of the task's name and its arguments) or "
+                f"False, got {unique!r}; a key of your own goes to apply_async(unique_key=...)."
+            )
         self._queue = queue
+        #: Calls take a key made of their arguments (``@task(unique=True)``).
+        self.unique = unique
+        #: What a call with a key does when a live task holds it: "ignore" or "replace".
+        if on_conflict not in ON_CONFLICT or not isinstance(on_conflict, str):
+            raise ConfigurationError(
+                f'on_conflict must be "ignore" (a call whose key a live task holds writes '
+                f'nothing) or "replace" (the queued holder takes the call\'s arguments and run '
+                f"time), got {on_conflict!r}."
+            )
+        self.on_conflict: OnConflict = on_conflict
         self.priority = priority
         self.expires = expires
         #: Seconds an attempt of a coroutine task may run before it is cancelled.
@@ -147,6 +168,8 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         priority: int | None = None,
         time_limit: float | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict | None = None,
     ) -> AsyncResult:
         """Enqueue with options, Celery-style.
 
@@ -156,6 +179,10 @@ class Task(Generic[P, R]):
             expires: a datetime, or seconds from now, after which it is dropped unrun.
             queue: overrides the task's queue. priority: higher runs first.
             time_limit: overrides the task's time limit for this call (seconds).
+            unique_key: while a task of this name holds this key (queued, or running), write
+                nothing and return that task's result (docs/unique.md).
+            on_conflict: with a key: "ignore" (the default, or the task's), or "replace":
+                the queued holder takes this call's arguments and run time (debounce).
 
         Raises:
             EnqueueError: a subclass naming the bad input; nothing is written.
@@ -167,6 +194,8 @@ class Task(Generic[P, R]):
             queue=queue,
             priority=priority,
             time_limit=time_limit,
+            unique_key=unique_key,
+            on_conflict=on_conflict,
         )
         args, kwargs = check_containers(self.name, args, kwargs)
         return Signature(task=self, args=args, kwargs=kwargs, options=options).apply_async()
@@ -182,6 +211,8 @@ class Task(Generic[P, R]):
         queue: str | None = None,
         priority: int | None = None,
         time_limit: float | None = None,
+        unique_key: str | None = None,
+        on_conflict: OnConflict | None = None,
         transaction: bool = False,
     ) -> AsyncResult:
         """The async twin of :meth:`apply_async`.
@@ -198,6 +229,8 @@ class Task(Generic[P, R]):
             queue=queue,
             priority=priority,
             time_limit=time_limit,
+            unique_key=unique_key,
+            on_conflict=on_conflict,
         )
         args, kwargs = check_containers(self.name, args, kwargs)
         signature = Signature(task=self, args=args, kwargs=kwargs, options=options)
@@ -218,7 +251,7 @@ class Signature(Generic[P, R]):
 
     def set(self, **options: Any) -> Signature[P, R]:
         """A copy with these enqueue options (``countdown``, ``eta``, ``expires``, ``queue``,
-        ``priority``, ``time_limit``)."""
+        ``priority``, ``time_limit``, ``unique_key``, ``on_conflict``)."""
         return replace(self, options=replace(self.options, **options))
 
     def build_row(
@@ -235,7 +268,7 @@ class Signature(Generic[P, R]):
         if type(args) is not tuple or type(kwargs) is not dict:
             args, kwargs = check_containers(t.name, args, kwargs)
         t.fit.check(t.name, args, kwargs)
-        return build_row(
+        row = build_row(
             t.name,
             args,
             kwargs,
@@ -248,6 +281,17 @@ class Signature(Generic[P, R]):
             id=id,
             max_bytes=max_bytes,
         )
+        if o.unique_key is not None or o.on_conflict is not None or t.unique:
+            unique_key_of(
+                row,
+                fit=t.fit,
+                given=o.unique_key,
+                unique=t.unique,
+                on_conflict=o.on_conflict,
+                default_on_conflict=t.on_conflict,
+                dirty_keeps=t.on_dirty == "keep",
+            )
+        return row
 
     def apply_async(self, **options: Any) -> AsyncResult:
         """Enqueue this call, with ``options`` over the signature's (joins ``atomic()``)."""
@@ -289,6 +333,8 @@ def task(
     retry_jitter: bool = True,
     on_dirty: OnDirty = "keep",
     keep_result: float | None = None,
+    unique: bool = False,
+    on_conflict: OnConflict = "ignore",
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -310,6 +356,8 @@ def task(
     retry_jitter: bool = True,
     on_dirty: OnDirty = "keep",
     keep_result: float | None = None,
+    unique: bool = False,
+    on_conflict: OnConflict = "ignore",
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register ``fn`` (an ``async def`` or a plain ``def``) as a task.
 
@@ -325,6 +373,10 @@ def task(
     ``on_dirty="retry"`` reruns Dirty tasks of this name (only for idempotent tasks).
     ``keep_result=SECONDS`` keeps a successful attempt's return value (JSON) that long, as
     ``succeeded``, for ``AsyncResult.get()`` and the admin; by default the row is deleted.
+    ``unique=True`` gives every call a key made of its arguments: while a task of this name
+    and these arguments is queued or running, another call writes nothing and returns it
+    (``on_conflict="replace"``: the queued one takes the call's run time instead); see
+    docs/unique.md.
 
     Raises:
         InvalidQueueName: the queue name is not valid.
@@ -362,6 +414,8 @@ def task(
             on_dirty=on_dirty,
             policy=policy,
             result_retention=None if keep_result is None else float(keep_result),
+            unique=unique,
+            on_conflict=on_conflict,
         )
 
     return decorate(fn) if fn is not None else decorate

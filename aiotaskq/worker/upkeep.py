@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from ..db import finish, rotate, upkeep, waiting
+from ..db import finish, rotate, unique, upkeep, waiting
 from ..db.connect import WorkerDatabase
 
 __all__ = ["Pruner", "Rotator", "TableKeeper"]
@@ -23,11 +23,13 @@ logger = logging.getLogger(__name__)
 VACUUM_DEAD_ROWS = 10_000
 #: Changed rows that warrant an ANALYZE, likewise plus a tenth of the live rows.
 ANALYZE_CHANGED_ROWS = 10_000
+#: Batches of ended tasks' unique keys one pass of the pruner deletes at most.
+_KEY_BATCHES = 20
 
 
 class Pruner:
-    """Deletes expired results, and the waiters left by processes that went away, in bounded
-    batches (every minute, from the worker)."""
+    """Deletes expired results, the waiters left by processes that went away, and the unique
+    keys of tasks that have ended, in bounded batches (every minute, from the worker)."""
 
     interval = 60.0
 
@@ -44,6 +46,16 @@ class Pruner:
                     break
             # And the waiters of processes that went away without saying so (killed).
             await waiting.prune(conn, batch)
+            # And the keys of unique tasks that have ended (an enqueue takes a key over
+            # whether or not its row is still there: this only keeps the table small).
+            keys = 0
+            for _ in range(_KEY_BATCHES):
+                count = await unique.prune(conn, batch)
+                keys += count
+                if count < batch:
+                    break
+            if keys:
+                await unique.vacuum_if_needed(conn)
         if total:
             logger.info(
                 "results.pruned: %d expired results deleted",

@@ -472,3 +472,46 @@ async def checkpoint_then(label: str, how: str) -> dict[str, Any]:
         await Execution.objects.acreate(label=f"{label}:saved", pid=os.getpid())
         await asyncio.sleep(3600)
     return _seen(ctx)
+
+
+# --- Unique tasks (tests/test_unique.py).
+
+
+@task(unique=True)
+async def rebuild(label: str, report: int, full: bool = False) -> None:
+    """At most one queued or running rebuild of a report (its key: the arguments)."""
+    await Execution.objects.acreate(label=label, pid=os.getpid(), value=[report, full])
+
+
+@task
+async def digest(label: str, value: Any = None) -> None:
+    """Called with unique_key and on_conflict="replace": the debounced one."""
+    await Execution.objects.acreate(label=label, pid=os.getpid(), value=value)
+
+
+@task(on_dirty="retry", max_retries=3)
+async def unique_slow(label: str, seconds: float) -> None:
+    """A keyed task that sleeps on its first run only (rescued after a SIGKILL)."""
+    first = not await Execution.objects.filter(label=f"{label}:start").aexists()
+    await Execution.objects.acreate(label=f"{label}:start", pid=os.getpid())
+    if first:
+        await asyncio.sleep(seconds)
+    await Execution.objects.acreate(label=label, pid=os.getpid())
+
+
+@task
+async def unique_slow_keep(label: str, seconds: float) -> None:
+    """The same, of an on_dirty="keep" name: a Dirty one waits for a person."""
+    await Execution.objects.acreate(label=f"{label}:start", pid=os.getpid())
+    await asyncio.sleep(seconds)
+    await Execution.objects.acreate(label=label, pid=os.getpid())
+
+
+@task(autoretry_for=(RuntimeError,), retry_kwargs={"countdown": 0.2}, max_retries=2)
+async def unique_flaky(label: str, failures: int) -> None:
+    """Fails its first ``failures`` attempts, then records."""
+    runs = await Execution.objects.filter(label=f"{label}:try").acount()
+    await Execution.objects.acreate(label=f"{label}:try", pid=os.getpid())
+    if runs < failures:
+        raise RuntimeError(f"attempt {runs + 1} fails on purpose")
+    await Execution.objects.acreate(label=label, pid=os.getpid())
