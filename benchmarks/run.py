@@ -43,6 +43,7 @@ from benchmarks import (  # noqa: E402
     scenarios_load,
     scenarios_long,
     scenarios_procs,
+    scenarios_unique,
 )
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -66,6 +67,7 @@ SCENARIOS = (
     "lanes_drain",
     "waiting",
     "progress",
+    "unique",
 )
 # Scenarios left out of a run unless --only names them: `horizon` takes 17 minutes in full.
 ON_REQUEST = ("horizon",)
@@ -547,6 +549,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     rows += [Row(**row) for row in scenarios_horizon.rows(results)]
     rows += [Row(**row) for row in scenarios_lanes.rows(results)]
     rows += [Row(**row) for row in scenarios_long.rows(results)]
+    rows += [Row(**row) for row in scenarios_unique.rows(results)]
     return rows
 
 
@@ -752,6 +755,12 @@ def main(argv: list[str] | None = None) -> int:
             lambda: scenarios_long.bench_waiting(kit, sizes.latency, sizes.drain, sizes.rounds),
         ),
         ("progress", lambda: scenarios_long.bench_progress(100_000)),
+        (
+            "unique",
+            lambda: scenarios_unique.bench_unique(
+                kit, sizes.enqueue_many, sizes.enqueue, max(3, sizes.rounds)
+            ),
+        ),
     ]
     for name, step in steps:
         if name in only:

@@ -231,17 +231,18 @@ def insert_sync(rows: Sequence[TaskRow], alias: str) -> Holders:
     if len(rows) >= COPY_MIN_ROWS:
         return stream_sync(rows, alias)
     plain, keyed = _split(rows)
-    if not keyed:
+    if not keyed or not plain:  # one statement: atomic as it is
         with translate_errors("Enqueueing"), connections[alias].cursor() as cursor:
-            cursor.execute(text("enqueue"), _params(rows))
-        return _NO_HOLDERS
+            if not keyed:
+                cursor.execute(text("enqueue"), _params(rows))
+                return _NO_HOLDERS
+            return _write_keyed_sync(cursor, keyed)
     with (
         translate_errors("Enqueueing"),
         transaction.atomic(using=alias),
         connections[alias].cursor() as cursor,
     ):
-        if plain:
-            cursor.execute(text("enqueue"), _params(plain))
+        cursor.execute(text("enqueue"), _params(plain))
         return _write_keyed_sync(cursor, keyed)
 
 
@@ -284,9 +285,12 @@ async def _write(conn: psycopg.AsyncConnection[Any], rows: Sequence[TaskRow]) ->
     if not keyed:
         cur = await conn.execute(text("enqueue"), _params(rows))
         return _Written(frozenset(), None, _created_at(await cur.fetchone()))
+    if not plain:  # one statement, atomic as it is, prepared (one adelay(unique_key=...))
+        async with conn.cursor() as cursor:
+            holders, time = await _write_keyed(cursor, keyed)
+        return _Written(frozenset(), None, time, holders)
     async with conn.transaction(), conn.cursor() as cursor:
-        if plain:
-            await cursor.execute(text("enqueue"), _params(plain))
+        await cursor.execute(text("enqueue"), _params(plain))
         holders, time = await _write_keyed(cursor, keyed)
     return _Written(frozenset(), None, time, holders)
 
@@ -295,7 +299,7 @@ async def _write_keyed(
     cursor: psycopg.AsyncCursor[Any], rows: Sequence[TaskRow]
 ) -> tuple[Holders, dt.datetime]:
     keyed = _Keyed.of(rows)
-    await cursor.execute(text("enqueue_unique"), keyed.params())
+    await cursor.execute(text("enqueue_unique"), keyed.params(), prepare=True)
     result = await cursor.fetchall()
     return keyed.holders(result), result[0][3]
 

@@ -99,17 +99,43 @@ CREATE FUNCTION aiotaskq_enqueue_unique(
 ) RETURNS TABLE (asked uuid, holder uuid, outcome text)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
+    kept_ids uuid[];
+    kept_by uuid[];
     won uuid[];
     r record;
     held uuid;
     run_at timestamptz;
 BEGIN
-    -- Keys nobody holds: taken, and their tasks inserted, in one statement.
-    WITH taken AS (
+    -- In one statement, set-based:
+    -- 1. Calls that find their key held by a live task, of keys no call here replaces: they
+    --    are answered with that task, without a lock (at this statement's snapshot that task
+    --    held the key, and nothing here changes it). The conditions of aiotaskq_unique_live.
+    -- 2. Keys nobody holds: taken, and their tasks inserted (of several rows of one key, the
+    --    first takes it).
+    WITH x AS MATERIALIZED (
+        SELECT * FROM unnest(_ids, _names, _keys, _replaces, _dirty_afters) WITH ORDINALITY
+             AS x(id, name, key, replace, dirty_after, n)
+    ),
+    quiet AS (
+        SELECT x.name, x.key FROM x GROUP BY x.name, x.key HAVING NOT bool_or(x.replace)
+    ),
+    kept AS MATERIALIZED (
+        SELECT x.id, u.task_id AS holder
+        FROM x
+        JOIN quiet ON quiet.name = x.name AND quiet.key = x.key
+        JOIN aiotaskq_unique u ON u.name = x.name AND u.key = x.key
+        JOIN aiotaskq_task t ON t.id = u.task_id
+        WHERE (t.state = 'queued'
+               AND (t.expires_at IS NULL OR t.expires_at > statement_timestamp()))
+           OR (t.state = 'running'
+               AND (x.dirty_after IS NULL OR t.alive_at >= statement_timestamp()
+                                              - make_interval(secs => x.dirty_after)))
+    ),
+    taken AS (
         INSERT INTO aiotaskq_unique AS u (name, key, task_id)
-        SELECT x.name, x.key, x.id
-        FROM unnest(_names, _keys, _ids) WITH ORDINALITY AS x(name, key, id, n)
-        ORDER BY x.n  -- of several rows of one key, the first takes it
+        SELECT x.name, x.key, x.id FROM x
+        WHERE x.id NOT IN (SELECT kept.id FROM kept)
+        ORDER BY x.n
         ON CONFLICT DO NOTHING
         RETURNING u.task_id
     ),
@@ -129,9 +155,16 @@ BEGIN
         WHERE t.id IN (SELECT taken.task_id FROM taken)
         RETURNING aiotaskq_task.id
     )
-    SELECT coalesce(array_agg(inserted.id), '{}') INTO won FROM inserted;
+    SELECT coalesce((SELECT array_agg(kept.id) FROM kept), '{}'),
+           coalesce((SELECT array_agg(kept.holder) FROM kept), '{}'),
+           coalesce((SELECT array_agg(inserted.id) FROM inserted), '{}')
+    INTO kept_ids, kept_by, won;
 
+    RETURN QUERY SELECT k.id, k.holder, 'kept'::text FROM unnest(kept_ids, kept_by) AS k(id, holder);
     RETURN QUERY SELECT w, w, 'new'::text FROM unnest(won) AS w;
+    IF cardinality(kept_ids) + cardinality(won) = cardinality(_ids) THEN
+        RETURN;  -- every row answered: the usual case
+    END IF;
 
     -- The others, one by one in the order given: lock the key, then look at its holder (a
     -- row of this call that took the key above is one: its task is visible here).
@@ -142,7 +175,7 @@ BEGIN
              WITH ORDINALITY AS t(id, name, queue, priority, args, kwargs, eta, countdown,
                                   expires_at, expires_in, time_limit, key, replace,
                                   dirty_after, n)
-        WHERE t.id <> ALL (won)
+        WHERE t.id NOT IN (SELECT unnest(kept_ids || won))
         ORDER BY t.n
     LOOP
         held := aiotaskq_unique_hold(r.name, r.key, r.id);

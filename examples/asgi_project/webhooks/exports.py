@@ -17,7 +17,9 @@ it reads the whole table)::
     python manage.py aiotaskq run --queues exports --threads 1
 
 **The summary** (``summarize_event``) keeps its result (``keep_result``), so that
-``GET /events/<id>/summary/`` can ``await result.aget()`` and answer with it.
+``GET /events/<id>/summary/`` can ``await result.aget()`` and answer with it. It is unique
+(``unique=True``, the key: its arguments): requests for one event's summary that come while
+one is queued or running wait for that one task instead of each enqueueing their own.
 
 **The clean-up** (``forget_old_deliveries``) is periodic: every night at 04:00 (UTC) one of
 the workers that import this module enqueues it, whichever gets there first, once.
@@ -103,7 +105,7 @@ def start_export(directory: Path) -> Export:
     return export
 
 
-@task(queue="reports", keep_result=300)
+@task(queue="reports", keep_result=300, unique=True)
 async def summarize_event(event_id: int) -> dict[str, int]:
     """How an event's deliveries stand: a count per status."""
     counts = Delivery.objects.filter(event_id=event_id).values("status").annotate(n=Count("pk"))
