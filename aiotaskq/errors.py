@@ -66,6 +66,12 @@ class InvalidUniqueKey(EnqueueError, TypeError, ValueError):
     ``"replace"``, or an ``on_conflict`` for a call without a key."""
 
 
+class InvalidLimitKey(EnqueueError, TypeError, ValueError):
+    """A call's limit key is not storable text, the task's ``limit_key`` function raised or
+    returned something that is not a ``str`` or ``None``, or a ``limit_key`` was given for a
+    task without limits."""
+
+
 class TaskNotRegistered(AiotaskqError, LookupError):
     """A task name that no ``@task`` in this process has registered."""
 

@@ -109,6 +109,14 @@ class Task(models.Model):
             "queued or running, another call with this key writes nothing."
         ),
     )
+    limit_key = models.TextField(
+        null=True,
+        blank=True,
+        help_text=(
+            "The key of the task's limits (max_concurrent, rate_limit), computed at enqueue: "
+            "its tasks are claimed only while the key has a free seat and a token."
+        ),
+    )
 
     class Meta:
         db_table = "aiotaskq_task"
@@ -118,12 +126,30 @@ class Task(models.Model):
             # the entries of the tasks it has already taken: under a held xmin horizon those
             # entries cannot be removed, and walking them is what slowed every claim
             # (docs/storage.md).
+            # Tasks with a limit key are not in it: they are claimed per key (below).
             models.Index(
                 "queue",
                 models.F("priority").desc(),
                 "pos",
                 name="aiotaskq_task_due",
-                condition=models.Q(state="queued", pos__isnull=False),
+                condition=models.Q(state="queued", pos__isnull=False, limit_key__isnull=True),
+            ),
+            # Ready tasks with a limit key, per queue, task and key (the limited claim visits
+            # the keys one by one, skipping from one to the next), best first within a key.
+            models.Index(
+                "queue",
+                "name",
+                "limit_key",
+                models.F("priority").desc(),
+                "pos",
+                name="aiotaskq_task_limited",
+                condition=models.Q(state="queued", pos__isnull=False, limit_key__isnull=False),
+            ),
+            # Running tasks with a limit key: the seats a key has taken.
+            models.Index(
+                fields=["name", "limit_key"],
+                name="aiotaskq_task_seats",
+                condition=models.Q(state="running", limit_key__isnull=False),
             ),
             # Ready tasks by place alone: the marks' look at what became ready since their
             # last look (new queues and priorities, late commits), a range of positions.
@@ -133,7 +159,7 @@ class Task(models.Model):
             models.Index(
                 fields=["pos"],
                 name="aiotaskq_task_ready",
-                condition=models.Q(state="queued", pos__gt=0),
+                condition=models.Q(state="queued", pos__gt=0, limit_key__isnull=True),
             ),
             # A periodic schedule's runs still queued or running: overlap="skip" looks here.
             # Only those rows enter it.

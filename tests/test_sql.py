@@ -28,6 +28,7 @@ PARAMS: dict[str, dict[str, Any]] = {
         "expires_ats": [None],
         "expires_ins": [None],
         "time_limits": [None],
+        "limit_keys": ["host-a"],
         "channels": [channel_for("q")],
     },
     "enqueue_one": {
@@ -42,6 +43,7 @@ PARAMS: dict[str, dict[str, Any]] = {
         "expires_at": None,
         "expires_in": None,
         "time_limit": None,
+        "limit_key": None,
         "channel": channel_for("q"),
     },
     "enqueue_unique": {
@@ -59,9 +61,24 @@ PARAMS: dict[str, dict[str, Any]] = {
         "keys": ["k", "k"],
         "replaces": [False, True],
         "dirty_afters": [10.0, None],
+        "limit_keys": [None, "k"],
         "channels": [channel_for("q")],
     },
     "unique_prune": {"limit": 10},
+    "claim_limited": {
+        "queues": ["q", "r"],
+        "lanes": [1, 1],
+        "demands": [10],
+        "names": ["t"],
+        "max_running": [2],
+        "intervals": [0.1],
+        "bursts": [10],
+        "after_queue": None,
+        "after_name": None,
+        "after_key": None,
+        "worker_id": "w",
+        "dirty_after": 10.0,
+    },
     "unique_health": {},
     "ping": {},
     "table_health": {},
@@ -184,8 +201,9 @@ def test_every_statement_runs(db: Any) -> None:
         if name == "enqueue_copy":
             with db.transaction(force_rollback=True), db.cursor() as cur:
                 with cur.copy(queries.text(name)) as copy:
-                    copy.set_types(["uuid", "text", "text", "int4", "bytea", "bytea", "float8"])
-                    copy.write_row((uuid.uuid4(), "t", "q", 0, b"\x01[]", b"\x01{}", None))
+                    types = ["uuid", "text", "text", "int4", "bytea", "bytea", "float8", "text"]
+                    copy.set_types(types)
+                    copy.write_row((uuid.uuid4(), "t", "q", 0, b"\x01[]", b"\x01{}", None, None))
                 assert cur.rowcount == 1
             continue
         with db.transaction(force_rollback=True):

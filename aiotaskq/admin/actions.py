@@ -253,12 +253,13 @@ class Kept(_Deletable):
                 "args_text",
                 "kwargs_text",
                 "unique_key",
+                "limit_key",
             )
         )
         with _one_transaction(settings.DATABASE):
             picked: dict[uuid.UUID, tuple[str, str]] = {}
             rows = []
-            for task_id, name, queue, priority, time_limit, args, kwargs, key in sources:
+            for task_id, name, queue, priority, time_limit, args, kwargs, key, limit in sources:
                 picked[task_id] = (name, queue)
                 rows.append(
                     db_enqueue.TaskRow(
@@ -273,6 +274,7 @@ class Kept(_Deletable):
                         # now, nothing is written for this one.
                         unique_key=key,
                         dirty_after=settings.DIRTY_AFTER,
+                        limit_key=limit,  # and its limits' key
                     )
                 )
             held = db_enqueue.insert_sync(rows, settings.DATABASE) if rows else {}

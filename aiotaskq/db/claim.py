@@ -17,8 +17,11 @@ from .sql import text
 __all__ = [
     "Claimed",
     "Left",
+    "LimitTable",
+    "Limited",
     "Range",
     "claim",
+    "claim_limited",
     "next_eta",
     "position_writers",
     "positions_taken",
@@ -60,6 +63,8 @@ class Claimed(NamedTuple):
     checkpoint: str | None = None
     #: The tick of the periodic schedule this run is for, or None.
     scheduled_for: dt.datetime | None = None
+    #: The key of the task's limits, or None (claimed by ``claim_limited`` alone).
+    limit_key: str | None = None
 
 
 class Left(NamedTuple):
@@ -97,6 +102,70 @@ async def claim(
             else:
                 left.append(Left(row[2], row[9], row[10]))
         return taken, left
+
+
+class LimitTable(NamedTuple):
+    """The limits a worker knows, per task name (its registry's): seats per key (or None),
+    seconds per token (or None), tokens a full bucket holds."""
+
+    names: list[str]
+    max_running: list[int | None]
+    intervals: list[float | None]
+    bursts: list[int | None]
+
+
+class Limited(NamedTuple):
+    """What a limited claim took, where its turn ended, and when to claim again for keys
+    that wait (seconds; None: no key waits)."""
+
+    taken: list[Claimed]
+    after: tuple[str, str, str] | None
+    wait_s: float | None
+
+
+async def claim_limited(
+    conn: psycopg.AsyncConnection[Any],
+    lanes: dict[str, int],
+    demands: list[int],
+    limits: LimitTable,
+    after: tuple[str, str, str] | None,
+    worker_id: str,
+    dirty_after: float,
+) -> Limited:
+    """Claim ready tasks that have limit keys, key by key from the one after ``after``, each
+    lane taking at most its demand and each key what its limits allow now (migration 0013).
+    A task whose name ``limits`` does not list is claimed as if it had no limits."""
+    queues = list(lanes)
+    with translate_errors("Claiming limited tasks"):
+        cur = await conn.execute(
+            text("claim_limited"),
+            {
+                "queues": queues,
+                "lanes": [lanes[q] + 1 for q in queues],
+                "demands": demands,
+                "names": limits.names,
+                "max_running": limits.max_running,
+                "intervals": limits.intervals,
+                "bursts": limits.bursts,
+                "after_queue": after[0] if after else None,
+                "after_name": after[1] if after else None,
+                "after_key": after[2] if after else None,
+                "worker_id": worker_id,
+                "dirty_after": dirty_after,
+            },
+            prepare=True,
+        )
+        taken: list[Claimed] = []
+        last: tuple[str, str, str] | None = after
+        wait_s: float | None = None
+        for row in await cur.fetchall():
+            if row[0] is None:
+                if row[2] is not None:
+                    last = (row[2], row[1], row[13])
+                wait_s = row[14]
+                continue
+            taken.append(Claimed(*row[:14]))
+        return Limited(taken, last, wait_s)
 
 
 async def next_eta(conn: psycopg.AsyncConnection[Any], queues: list[str]) -> float | None:

@@ -55,6 +55,8 @@ class TaskRow:
     #: With a key: seconds a running holder's heartbeat may be silent before it holds
     #: nothing (``DIRTY_AFTER``), or ``None``: a running holder always holds it.
     dirty_after: float | None = None
+    #: The key of the task's limits (max_concurrent, rate_limit), if it has any.
+    limit_key: str | None = None
 
 
 #: Of the rows of one write that have a unique key, those that did not become a task of their
@@ -64,7 +66,7 @@ _NO_HOLDERS: Holders = types.MappingProxyType({})
 
 #: From this many rows on, a batch is written with COPY (its rows without a schedule).
 COPY_MIN_ROWS = 64
-_COPY_TYPES = ["uuid", "text", "text", "int4", "bytea", "bytea", "float8"]
+_COPY_TYPES = ["uuid", "text", "text", "int4", "bytea", "bytea", "float8", "text"]
 # jsonb's binary form is a version byte (1) and the text; the two arguments are sent as
 # bytes already in that form (bytea's binary form is the bytes themselves).
 _JSONB_V1 = b"\x01"
@@ -129,6 +131,7 @@ def _copy_record(r: TaskRow) -> tuple[Any, ...]:
         _JSONB_V1 + r.args.encode(),
         _JSONB_V1 + r.kwargs.encode(),
         r.time_limit,
+        r.limit_key,
     )
 
 
@@ -195,6 +198,7 @@ def _params(rows: Sequence[TaskRow]) -> dict[str, Any]:
         "expires_ats": [r.expires_at for r in rows],
         "expires_ins": [r.expires_in for r in rows],
         "time_limits": [r.time_limit for r in rows],
+        "limit_keys": [r.limit_key for r in rows],
         "channels": channels_for(r.queue for r in rows),
     }
 
@@ -212,6 +216,7 @@ def _one_params(row: TaskRow) -> dict[str, Any]:
         "expires_at": row.expires_at,
         "expires_in": row.expires_in,
         "time_limit": row.time_limit,
+        "limit_key": row.limit_key,
         "channel": channel_for(row.queue),
     }
 

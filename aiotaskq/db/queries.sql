@@ -14,16 +14,18 @@
 -- It returns the rows' created_at (the statement's time), which django.tasks reports as
 -- enqueued_at, so the result of enqueue() and a later get_result() agree.
 WITH inserted AS (
-    INSERT INTO aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit, created_at, execute_at, expires_at)
+    INSERT INTO aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit, created_at, execute_at, expires_at, limit_key)
     SELECT t.id, t.name, t.queue, t.priority, t.args::jsonb, t.kwargs::jsonb, t.time_limit,
            statement_timestamp(),
            COALESCE(t.eta, statement_timestamp() + make_interval(secs => t.countdown), statement_timestamp()),
-           COALESCE(t.expires_at, statement_timestamp() + make_interval(secs => t.expires_in))
+           COALESCE(t.expires_at, statement_timestamp() + make_interval(secs => t.expires_in)),
+           t.limit_key
     FROM unnest(
         %(ids)s::uuid[], %(names)s::text[], %(queues)s::text[], %(priorities)s::int[],
         %(args)s::text[], %(kwargs)s::text[], %(etas)s::timestamptz[], %(countdowns)s::float8[],
-        %(expires_ats)s::timestamptz[], %(expires_ins)s::float8[], %(time_limits)s::float8[]
-    ) AS t(id, name, queue, priority, args, kwargs, eta, countdown, expires_at, expires_in, time_limit)
+        %(expires_ats)s::timestamptz[], %(expires_ins)s::float8[], %(time_limits)s::float8[],
+        %(limit_keys)s::text[]
+    ) AS t(id, name, queue, priority, args, kwargs, eta, countdown, expires_at, expires_in, time_limit, limit_key)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM inserted) AS inserted, count(pg_notify(c, '')),
@@ -35,13 +37,14 @@ FROM unnest(%(channels)s::text[]) AS c;
 -- The same for exactly one task, with plain parameters: no arrays to build and unpack, so
 -- the most common call (one delay() or adelay()) is a single short prepared statement.
 WITH inserted AS (
-    INSERT INTO aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit, created_at, execute_at, expires_at)
+    INSERT INTO aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit, created_at, execute_at, expires_at, limit_key)
     VALUES (
         %(id)s::uuid, %(name)s::text, %(queue)s::text, %(priority)s::int,
         %(args)s::text::jsonb, %(kwargs)s::text::jsonb, %(time_limit)s::float8,
         statement_timestamp(),
         COALESCE(%(eta)s::timestamptz, statement_timestamp() + make_interval(secs => %(countdown)s::float8), statement_timestamp()),
-        COALESCE(%(expires_at)s::timestamptz, statement_timestamp() + make_interval(secs => %(expires_in)s::float8))
+        COALESCE(%(expires_at)s::timestamptz, statement_timestamp() + make_interval(secs => %(expires_in)s::float8)),
+        %(limit_key)s::text
     )
     RETURNING 1
 )
@@ -65,7 +68,8 @@ FROM woken, aiotaskq_enqueue_unique(
     %(ids)s::uuid[], %(names)s::text[], %(queues)s::text[], %(priorities)s::int[],
     %(args)s::text[], %(kwargs)s::text[], %(etas)s::timestamptz[], %(countdowns)s::float8[],
     %(expires_ats)s::timestamptz[], %(expires_ins)s::float8[], %(time_limits)s::float8[],
-    %(keys)s::text[], %(replaces)s::boolean[], %(dirty_afters)s::float8[]
+    %(keys)s::text[], %(replaces)s::boolean[], %(dirty_afters)s::float8[],
+    %(limit_keys)s::text[]
 ) AS u;
 
 
@@ -74,7 +78,7 @@ FROM woken, aiotaskq_enqueue_unique(
 -- statement above once a batch has more than a few dozen rows. created_at and execute_at
 -- take their database defaults (now(), the transaction's start). The caller sends `notify`
 -- in the same transaction, so rows and notifications still arrive together at commit.
-COPY aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit) FROM STDIN (FORMAT BINARY);
+COPY aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit, limit_key) FROM STDIN (FORMAT BINARY);
 
 
 -- name: listen
@@ -115,7 +119,7 @@ WITH picked AS MATERIALIZED (
     CROSS JOIN LATERAL (
         SELECT t.id, t.segment, t.expires_at, t.pos
         FROM aiotaskq_task t
-        WHERE t.state = 'queued' AND t.pos IS NOT NULL
+        WHERE t.state = 'queued' AND t.pos IS NOT NULL AND t.limit_key IS NULL
           AND t.queue = l.queue AND t.priority = l.priority AND t.pos >= l.start
         ORDER BY t.pos
         LIMIT l.demand
@@ -152,6 +156,18 @@ UNION ALL
 SELECT NULL, NULL, queue, NULL, NULL, NULL, NULL, NULL, false, priority, min(pos), NULL, NULL,
        false
 FROM picked WHERE n > demand GROUP BY queue, priority;
+
+
+-- name: claim_limited
+-- Ready tasks with limit keys (migration 0013, docs/limits.md): key by key, each taking what
+-- its seats and tokens allow now, each lane at most its demand. Autocommit: the advisory locks
+-- that make claims of one key take turns end with it. The last row names the last key visited
+-- and when to claim again for keys that wait.
+SELECT * FROM aiotaskq_claim_limited(
+    %(queues)s::text[], %(lanes)s::int[], %(demands)s::int[], %(names)s::text[],
+    %(max_running)s::int[], %(intervals)s::float8[], %(bursts)s::int[], %(after_queue)s::text,
+    %(after_name)s::text, %(after_key)s::text, %(worker_id)s::text, %(dirty_after)s::float8
+);
 
 
 -- name: next_eta
@@ -222,7 +238,7 @@ WHERE locktype = 'relation' AND relation = 'aiotaskq_task'::regclass
 -- commit). One range of aiotaskq_task_ready. Reads only.
 SELECT queue, priority, min(pos) AS pos
 FROM aiotaskq_task
-WHERE state = 'queued' AND pos > 0 AND pos > %(after)s AND pos <= %(upto)s
+WHERE state = 'queued' AND pos > 0 AND limit_key IS NULL AND pos > %(after)s AND pos <= %(upto)s
   AND queue = ANY(%(queues)s::text[])
 GROUP BY queue, priority;
 

@@ -95,7 +95,7 @@ CREATE FUNCTION aiotaskq_enqueue_unique(
     _ids uuid[], _names text[], _queues text[], _priorities int[], _args text[],
     _kwargs text[], _etas timestamptz[], _countdowns float8[], _expires_ats timestamptz[],
     _expires_ins float8[], _time_limits float8[], _keys text[], _replaces boolean[],
-    _dirty_afters float8[]
+    _dirty_afters float8[], _limit_keys text[]
 ) RETURNS TABLE (asked uuid, holder uuid, outcome text)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -141,17 +141,17 @@ BEGIN
     ),
     inserted AS (
         INSERT INTO aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit,
-                                   created_at, execute_at, expires_at, unique_key)
+                                   created_at, execute_at, expires_at, unique_key, limit_key)
         SELECT t.id, t.name, t.queue, t.priority, t.args::jsonb, t.kwargs::jsonb, t.time_limit,
                statement_timestamp(),
                COALESCE(t.eta, statement_timestamp() + make_interval(secs => t.countdown),
                         statement_timestamp()),
                COALESCE(t.expires_at, statement_timestamp() + make_interval(secs => t.expires_in)),
-               t.key
+               t.key, t.limit_key
         FROM unnest(_ids, _names, _queues, _priorities, _args, _kwargs, _etas, _countdowns,
-                    _expires_ats, _expires_ins, _time_limits, _keys)
+                    _expires_ats, _expires_ins, _time_limits, _keys, _limit_keys)
              AS t(id, name, queue, priority, args, kwargs, eta, countdown, expires_at,
-                  expires_in, time_limit, key)
+                  expires_in, time_limit, key, limit_key)
         WHERE t.id IN (SELECT taken.task_id FROM taken)
         RETURNING aiotaskq_task.id
     )
@@ -171,10 +171,10 @@ BEGIN
     FOR r IN
         SELECT t.* FROM unnest(_ids, _names, _queues, _priorities, _args, _kwargs, _etas,
                                _countdowns, _expires_ats, _expires_ins, _time_limits, _keys,
-                               _replaces, _dirty_afters)
+                               _replaces, _dirty_afters, _limit_keys)
              WITH ORDINALITY AS t(id, name, queue, priority, args, kwargs, eta, countdown,
                                   expires_at, expires_in, time_limit, key, replace,
-                                  dirty_after, n)
+                                  dirty_after, limit_key, n)
         WHERE t.id NOT IN (SELECT unnest(kept_ids || won))
         ORDER BY t.n
     LOOP
@@ -191,6 +191,7 @@ BEGIN
             UPDATE aiotaskq_task t
             SET queue = r.queue, priority = r.priority, args = r.args::jsonb,
                 kwargs = r.kwargs::jsonb, time_limit = r.time_limit, execute_at = run_at,
+                limit_key = r.limit_key,
                 expires_at = COALESCE(r.expires_at,
                                       statement_timestamp() + make_interval(secs => r.expires_in)),
                 pos = CASE WHEN run_at > statement_timestamp() THEN NULL
@@ -206,11 +207,11 @@ BEGIN
             WHERE u.name = r.name AND u.key = r.key;
         END IF;
         INSERT INTO aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit,
-                                   created_at, execute_at, expires_at, unique_key)
+                                   created_at, execute_at, expires_at, unique_key, limit_key)
         VALUES (r.id, r.name, r.queue, r.priority, r.args::jsonb, r.kwargs::jsonb, r.time_limit,
                 statement_timestamp(), run_at,
                 COALESCE(r.expires_at, statement_timestamp() + make_interval(secs => r.expires_in)),
-                r.key);
+                r.key, r.limit_key);
         RETURN QUERY SELECT r.id, r.id, 'new'::text;
     END LOOP;
 END
@@ -272,7 +273,8 @@ DROP = """
 DROP FUNCTION aiotaskq_unique_prune(int);
 DROP FUNCTION aiotaskq_unique_retake(text, text, uuid, float8);
 DROP FUNCTION aiotaskq_enqueue_unique(uuid[], text[], text[], int[], text[], text[],
-    timestamptz[], float8[], timestamptz[], float8[], float8[], text[], boolean[], float8[]);
+    timestamptz[], float8[], timestamptz[], float8[], float8[], text[], boolean[], float8[],
+    text[]);
 DROP FUNCTION aiotaskq_unique_hold(text, text, uuid);
 DROP FUNCTION aiotaskq_unique_ended(uuid);
 DROP FUNCTION aiotaskq_unique_live(uuid, float8);
@@ -295,6 +297,21 @@ class Migration(migrations.Migration):
                 help_text=(
                     "The task's unique key (unique_key=..., or @task(unique=True)): while it "
                     "is queued or running, another call with this key writes nothing."
+                ),
+            ),
+        ),
+        # The key of a task's limits (docs/limits.md; migration 0013 claims by it), written
+        # by every enqueue statement, this migration's function among them.
+        migrations.AddField(
+            model_name="task",
+            name="limit_key",
+            field=models.TextField(
+                blank=True,
+                null=True,
+                help_text=(
+                    "The key of the task's limits (max_concurrent, rate_limit), computed at "
+                    "enqueue: its tasks are claimed only while the key has a free seat and a "
+                    "token."
                 ),
             ),
         ),

@@ -14,10 +14,11 @@ from asgiref.sync import sync_to_async
 
 from ..conf import get_settings
 from ..db import enqueue as db_enqueue
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, InvalidLimitKey
 from ..retry import DEFAULT_MAX_RETRIES, RetryPolicy
 from .enqueue import Expires, aenqueue_many, build_row, enqueue_many, validate_queue
 from .fit import Fit, check_containers
+from .limits import KeyFunction, Limits, call_key
 from .registry import register
 from .result import AsyncResult
 from .unique import ON_CONFLICT, OnConflict
@@ -41,6 +42,7 @@ class Options:
     time_limit: float | None = None
     unique_key: str | None = None
     on_conflict: OnConflict | None = None
+    limit_key: str | None = None
 
 
 OnDirty = Literal["keep", "retry"]
@@ -79,6 +81,10 @@ class Task(Generic[P, R]):
         wants_attempt: bool = False,
         unique: bool = False,
         on_conflict: OnConflict = "ignore",
+        limit_key: KeyFunction | None = None,
+        max_concurrent: int | None = None,
+        rate_limit: str | None = None,
+        rate_burst: int | None = None,
     ) -> None:
         self.fn = fn
         self.name: str = name or f"{fn.__module__}.{fn.__qualname__}"
@@ -113,6 +119,16 @@ class Task(Generic[P, R]):
                 f"time), got {on_conflict!r}."
             )
         self.on_conflict: OnConflict = on_conflict
+        #: Limits per key across every worker (docs/limits.md), or None.
+        self.limits = Limits.build(
+            self.name,
+            limit_key=limit_key,
+            max_concurrent=max_concurrent,
+            rate_limit=rate_limit,
+            rate_burst=rate_burst,
+        )
+        #: The function of a call's arguments that gives its limit key.
+        self.limit_key_of = limit_key
         self.priority = priority
         self.expires = expires
         #: Seconds an attempt of a coroutine task may run before it is cancelled.
@@ -170,6 +186,7 @@ class Task(Generic[P, R]):
         time_limit: float | None = None,
         unique_key: str | None = None,
         on_conflict: OnConflict | None = None,
+        limit_key: str | None = None,
     ) -> AsyncResult:
         """Enqueue with options, Celery-style.
 
@@ -183,6 +200,8 @@ class Task(Generic[P, R]):
                 nothing and return that task's result (docs/unique.md).
             on_conflict: with a key: "ignore" (the default, or the task's), or "replace":
                 the queued holder takes this call's arguments and run time (debounce).
+            limit_key: this call's key for the task's limits, over the task's ``limit_key``
+                function (docs/limits.md).
 
         Raises:
             EnqueueError: a subclass naming the bad input; nothing is written.
@@ -196,6 +215,7 @@ class Task(Generic[P, R]):
             time_limit=time_limit,
             unique_key=unique_key,
             on_conflict=on_conflict,
+            limit_key=limit_key,
         )
         args, kwargs = check_containers(self.name, args, kwargs)
         return Signature(task=self, args=args, kwargs=kwargs, options=options).apply_async()
@@ -213,6 +233,7 @@ class Task(Generic[P, R]):
         time_limit: float | None = None,
         unique_key: str | None = None,
         on_conflict: OnConflict | None = None,
+        limit_key: str | None = None,
         transaction: bool = False,
     ) -> AsyncResult:
         """The async twin of :meth:`apply_async`.
@@ -231,6 +252,7 @@ class Task(Generic[P, R]):
             time_limit=time_limit,
             unique_key=unique_key,
             on_conflict=on_conflict,
+            limit_key=limit_key,
         )
         args, kwargs = check_containers(self.name, args, kwargs)
         signature = Signature(task=self, args=args, kwargs=kwargs, options=options)
@@ -251,7 +273,7 @@ class Signature(Generic[P, R]):
 
     def set(self, **options: Any) -> Signature[P, R]:
         """A copy with these enqueue options (``countdown``, ``eta``, ``expires``, ``queue``,
-        ``priority``, ``time_limit``, ``unique_key``, ``on_conflict``)."""
+        ``priority``, ``time_limit``, ``unique_key``, ``on_conflict``, ``limit_key``)."""
         return replace(self, options=replace(self.options, **options))
 
     def build_row(
@@ -281,6 +303,14 @@ class Signature(Generic[P, R]):
             id=id,
             max_bytes=max_bytes,
         )
+        if t.limits is not None:
+            row.limit_key = call_key(t.name, t.limit_key_of, o.limit_key, args, kwargs)
+        elif o.limit_key is not None:
+            raise InvalidLimitKey(
+                f"Task {t.name!r}: limit_key={o.limit_key!r} names the key of the task's "
+                "limits, but it has none: declare @task(max_concurrent=N) and/or "
+                "@task(rate_limit='N/s'). Nothing was written."
+            )
         if o.unique_key is not None or o.on_conflict is not None or t.unique:
             unique_key_of(
                 row,
@@ -335,6 +365,10 @@ def task(
     keep_result: float | None = None,
     unique: bool = False,
     on_conflict: OnConflict = "ignore",
+    limit_key: KeyFunction | None = None,
+    max_concurrent: int | None = None,
+    rate_limit: str | None = None,
+    rate_burst: int | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -358,6 +392,10 @@ def task(
     keep_result: float | None = None,
     unique: bool = False,
     on_conflict: OnConflict = "ignore",
+    limit_key: KeyFunction | None = None,
+    max_concurrent: int | None = None,
+    rate_limit: str | None = None,
+    rate_burst: int | None = None,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register ``fn`` (an ``async def`` or a plain ``def``) as a task.
 
@@ -376,7 +414,11 @@ def task(
     ``unique=True`` gives every call a key made of its arguments: while a task of this name
     and these arguments is queued or running, another call writes nothing and returns it
     (``on_conflict="replace"``: the queued one takes the call's run time instead); see
-    docs/unique.md.
+    docs/unique.md. ``max_concurrent=N`` and ``rate_limit="N/s"`` (or ``/m``, ``/h``; a
+    bucket of ``rate_burst`` tokens, by default the per-second rate) limit the tasks of one
+    key across every worker; ``limit_key`` is a function of the call's arguments that gives
+    the key (``None`` from it: no limit for that call), else every call shares one; see
+    docs/limits.md.
 
     Raises:
         InvalidQueueName: the queue name is not valid.
@@ -416,6 +458,10 @@ def task(
             result_retention=None if keep_result is None else float(keep_result),
             unique=unique,
             on_conflict=on_conflict,
+            limit_key=limit_key,
+            max_concurrent=max_concurrent,
+            rate_limit=rate_limit,
+            rate_burst=rate_burst,
         )
 
     return decorate(fn) if fn is not None else decorate

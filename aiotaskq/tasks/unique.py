@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal, cast
 
 from ..conf import get_settings
 from ..db.enqueue import TaskRow
-from ..errors import InvalidUniqueKey
+from ..errors import EnqueueError, InvalidUniqueKey
 
 if TYPE_CHECKING:
     from .fit import Fit
@@ -29,39 +29,45 @@ MAX_KEY_LENGTH = 255
 _READABLE = 200
 
 
-def check_key(name: str, key: object) -> str:
-    """``key`` as the text stored.
+def check_key(
+    name: str,
+    key: object,
+    option: str = "unique_key",
+    error: type[EnqueueError] = InvalidUniqueKey,
+    example: str = "for example f'order-{order.pk}'",
+) -> str:
+    """``key`` as the text stored (of ``unique_key``, or of another option that takes a key).
 
     Raises:
-        InvalidUniqueKey: not a string, empty, too long, or with a NUL or a lone surrogate.
+        error: not a string, empty, too long, or with a NUL or a lone surrogate.
     """
     if not isinstance(key, str):
-        raise InvalidUniqueKey(
-            f"Task {name!r}: unique_key must be a string (for example f'order-{{order.pk}}'), "
-            f"got {type(key).__name__} {_short(key)}. Nothing was written."
+        raise error(
+            f"Task {name!r}: {option} must be a string ({example}), got "
+            f"{type(key).__name__} {_short(key)}. Nothing was written."
         )
     text = str.__str__(key)  # a subclass's own __str__ is never called
     if not text:
-        raise InvalidUniqueKey(
-            f"Task {name!r}: unique_key is empty; pass a key that names what must not be "
-            "queued twice (for example 'order-42'). Nothing was written."
+        raise error(
+            f"Task {name!r}: {option} is empty; pass a key that names what it stands for "
+            f"({example}). Nothing was written."
         )
     if len(text) > MAX_KEY_LENGTH:
-        raise InvalidUniqueKey(
-            f"Task {name!r}: unique_key has {len(text)} characters; at most {MAX_KEY_LENGTH} "
+        raise error(
+            f"Task {name!r}: {option} has {len(text)} characters; at most {MAX_KEY_LENGTH} "
             "are allowed (hash a longer one, for example with hashlib.sha256). Nothing was "
             "written."
         )
     if "\x00" in text:
-        raise InvalidUniqueKey(
-            f"Task {name!r}: unique_key {_short(text)} holds a NUL character, which "
+        raise error(
+            f"Task {name!r}: {option} {_short(text)} holds a NUL character, which "
             "PostgreSQL cannot store in text. Nothing was written."
         )
     try:
         text.encode()
     except UnicodeEncodeError:
-        raise InvalidUniqueKey(
-            f"Task {name!r}: unique_key {_short(text)} holds a lone surrogate, which is not "
+        raise error(
+            f"Task {name!r}: {option} {_short(text)} holds a lone surrogate, which is not "
             "UTF-8 and PostgreSQL cannot store. Nothing was written."
         ) from None
     return text

@@ -174,6 +174,8 @@ class Executor:
                     extra={"task_id": str(row.id), "task_name": row.name, "queue": row.queue},
                 )
                 continue
+            if row.limit_key is not None:
+                self._reporter.watch(row.id, row.queue)
             job = Job(
                 id=row.id,
                 name=row.name,

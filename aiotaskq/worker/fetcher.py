@@ -1,6 +1,9 @@
 """Claiming: wake on a notification, the next ETA or the safety poll; claim as many ready
 tasks as each lane has free slots, for all lanes in one statement, each range from the
-worker's mark (``marks.py``); make future tasks ready once they fall due."""
+worker's mark (``marks.py``); make future tasks ready once they fall due. Tasks with limit
+keys are claimed first, by a statement of their own that takes turns between keys
+(``claim_limited``, docs/limits.md), when the worker knows limited tasks, and once a poll
+interval in any case (rows of a task whose limits were removed since they were enqueued)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from ..db.claim import Claimed, claim, next_eta, promote
+from ..db.claim import Claimed, LimitTable, claim, claim_limited, next_eta, promote
 from ..db.connect import WorkerDatabase
 from ..errors import DatabaseError, DatabaseUnreachable
 from .events import first_of
@@ -39,6 +42,8 @@ class Fetcher:
         poll_interval: float,
         batch: int,
         burst: bool,
+        limits: LimitTable | None = None,
+        dirty_after: float = 10.0,
     ) -> None:
         self._db = db
         self.marks = marks
@@ -56,6 +61,16 @@ class Fetcher:
         self._claim_queues = [q for q in queues if q in self._lane_of]
         self._claim_lanes = [self._lane_of[q] for q in self._claim_queues]
         self._all = set(range(len(plan.lanes)))
+        self._limits = limits
+        self._no_limits = LimitTable([], [], [], [])
+        self._dirty_after = dirty_after
+        self._limited_lanes = {q: self._lane_of[q] for q in self._claim_queues}
+        #: Where the limited claim's turn ended (the next starts after it).
+        self._after: tuple[str, str, str] | None = None
+        #: When (loop time) keys that wait for a token or a seat may take one, if any do.
+        self._limit_at: float | None = None
+        #: When the limited claim runs next if the worker knows no limited task.
+        self._sweep_at = 0.0
 
     async def run(self) -> None:
         """Claim until ``stopping`` is set (or, in burst mode, until nothing is due and
@@ -80,7 +95,7 @@ class Fetcher:
         await self._wait(marks.known.wait(), None)
         while not self._stopping.is_set():
             if not (behind and executor.claimable(behind, self._batch)):
-                if self._burst and not behind:
+                if self._burst and not behind and self._limit_at is None:
                     if not executor.jobs:
                         return
                     await self._wait(executor.wait_empty(), None)
@@ -95,6 +110,9 @@ class Fetcher:
                     timeout = self._poll
                 else:
                     timeout = max(0.0, min(self._poll, due_at - loop.time()))
+                if self._limit_at is not None:
+                    until = max(0.0, self._limit_at - loop.time())
+                    timeout = until if timeout is None else min(timeout, until)
                 await first_of(*waiters, self._stopping.wait(), timeout=timeout)
             if self._stopping.is_set():
                 return
@@ -110,16 +128,23 @@ class Fetcher:
                     if due_at is not None and loop.time() >= due_at:
                         await promote(conn, self._queues, _PROMOTE_LIMIT)
                         due_at = None
-                    started = marks.ranges(self._claim_queues, self._lane_of, demands)
-                    try:
-                        rows, left = await claim(conn, started.ranges, self._worker_id)
-                    except BaseException:
-                        marks.abandoned(started)
-                        raise
-                    marks.claimed(started, rows, left)
-                    # Start the claimed jobs before anything else is awaited: they run while
-                    # the next ETA is looked up.
-                    executor.start(rows)
+                    limited = await self._claim_limited(conn, demands)
+                    rest = list(demands)
+                    for row in limited:
+                        rest[self._lane_of[row.queue]] -= 1
+                    rows: list[Claimed] = []
+                    if any(d > 0 for d in rest):
+                        started = marks.ranges(self._claim_queues, self._lane_of, rest)
+                        try:
+                            rows, left = await claim(conn, started.ranges, self._worker_id)
+                        except BaseException:
+                            marks.abandoned(started)
+                            raise
+                        marks.claimed(started, rows, left)
+                        # Start the claimed jobs before anything else is awaited: they run
+                        # while the next ETA is looked up.
+                        executor.start(rows)
+                    rows = limited + rows
                     behind = self._behind(demands, rows)
                     # A lane behind claims again at once; the next ETA is still asked for
                     # at least every poll interval, so that future tasks are made ready
@@ -153,6 +178,27 @@ class Fetcher:
             if rows:
                 # Yield once so the new jobs start before the next claim is considered.
                 await asyncio.sleep(0)
+
+    async def _claim_limited(self, conn: Any, demands: list[int]) -> list[Claimed]:
+        """The limited claim, if it is its time: when the worker knows limited tasks, every
+        claim; else once a poll interval. Its jobs are started at once."""
+        loop = asyncio.get_running_loop()
+        if self._limits is None and loop.time() < self._sweep_at:
+            return []
+        self._sweep_at = loop.time() + self._poll
+        got = await claim_limited(
+            conn,
+            self._limited_lanes,
+            demands,
+            self._limits or self._no_limits,
+            self._after,
+            self._worker_id,
+            self._dirty_after,
+        )
+        self._after = got.after
+        self._limit_at = None if got.wait_s is None else loop.time() + got.wait_s
+        self._executor.start(got.taken)
+        return got.taken
 
     def _behind(self, demands: list[int], rows: list[Claimed]) -> set[int]:
         """The lanes that may have more due tasks after a claim: those that got all they

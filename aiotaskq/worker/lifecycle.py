@@ -17,9 +17,11 @@ import anyio
 from django.utils.module_loading import autodiscover_modules
 
 from ..conf import get_settings
+from ..db.claim import LimitTable
 from ..db.connect import WorkerDatabase
 from ..errors import ConfigurationError
 from ..tasks.enqueue import validate_queue
+from ..tasks.registry import registered
 from .dbthreads import DatabaseThreads
 from .events import first_of
 from .executor import STUBBORN_MARGIN, Executor
@@ -230,6 +232,7 @@ class Worker:
             return
         wake = asyncio.Event()
         reporter = Reporter(db, self.id)
+        reporter.on_seat_freed = wake.set
         db_threads = DatabaseThreads(self.config.db_threads)
         executor = Executor(
             self.config.concurrency,
@@ -278,6 +281,8 @@ class Worker:
                     poll_interval=settings.POLL_INTERVAL,
                     batch=settings.CLAIM_BATCH,
                     burst=self.config.burst,
+                    limits=_limit_table(),
+                    dirty_after=settings.DIRTY_AFTER,
                 )
                 await fetcher.run()
                 await self._drain(executor, reporter)
@@ -432,3 +437,16 @@ class Worker:
                 ", ".join(sorted({job.name for job in left})),
                 extra={"worker_id": self.id},
             )
+
+
+def _limit_table() -> LimitTable | None:
+    """The limits of the registered tasks that have some (docs/limits.md), or None."""
+    limited = [(name, t.limits) for name, t in sorted(registered().items()) if t.limits]
+    if not limited:
+        return None
+    return LimitTable(
+        names=[name for name, _ in limited],
+        max_running=[lim.max_concurrent for _, lim in limited],
+        intervals=[lim.interval for _, lim in limited],
+        bursts=[lim.burst for _, lim in limited],
+    )

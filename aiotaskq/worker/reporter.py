@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 
 from ..db import finish
 from ..db.connect import WorkerDatabase, is_connection_error
 from ..db.finish import Ack, Failed, KeptResult, Lease, Outcome, Released, Retried
+from ..db.listen import channels_for
+from ..db.sql import text
 from ..errors import DatabaseError
 from . import outcome as decide
 
@@ -48,6 +51,11 @@ class Reporter:
         self.written = 0
         #: Called after every successful flush (the executor's backpressure listens).
         self.on_written: Callable[[], None] | None = None
+        #: Tasks with a limit key in flight, and their queues: when their outcome is written
+        #: their seat is free, and the queue's workers are told (docs/limits.md).
+        self._limited: dict[uuid.UUID, str] = {}
+        #: Called when a written outcome freed a seat (the fetcher claims again).
+        self.on_seat_freed: Callable[[], None] | None = None
 
     @property
     def backlog(self) -> int:
@@ -59,6 +67,10 @@ class Reporter:
         self._outcomes.append(item)
         self._pending.set()
         self._idle.clear()
+
+    def watch(self, task_id: uuid.UUID, queue: str) -> None:
+        """Tell the queue's workers when this (limited) task's outcome is written."""
+        self._limited[task_id] = queue
 
     def unwritten(self) -> list[Lease]:
         """Leases whose outcome is not written yet (the heartbeat keeps them alive)."""
@@ -121,8 +133,30 @@ class Reporter:
             )
         if self.on_written is not None:
             self.on_written()
+        if self._limited:
+            await self._free_seats(batch)
         if not self._outcomes:
             self._idle.set()
+
+    async def _free_seats(self, batch: Sequence[Outcome]) -> None:
+        """After the outcomes of limited tasks are written (their seats are free with them),
+        wake this worker's claim and notify their queues, so that the other workers' claims
+        take the seats too. A notification that cannot be sent is only late: the workers
+        look again within a second while a key waits for a seat."""
+        queues = {q for o in batch if (q := self._limited.pop(o.lease[0], None)) is not None}
+        if not queues:
+            return
+        if self.on_seat_freed is not None:
+            self.on_seat_freed()
+        try:
+            async with self._db.connection("Announcing free seats") as conn:
+                await conn.execute(text("notify"), {"channels": channels_for(queues)})
+        except DatabaseError as exc:
+            logger.info(
+                "limits.notify_failed: %s; the other workers find the free seats within a second",
+                exc,
+                extra={"worker_id": self._worker_id},
+            )
 
     async def _write_group(self, group: list[Outcome]) -> int:
         try:

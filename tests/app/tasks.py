@@ -515,3 +515,61 @@ async def unique_flaky(label: str, failures: int) -> None:
     if runs < failures:
         raise RuntimeError(f"attempt {runs + 1} fails on purpose")
     await Execution.objects.acreate(label=label, pid=os.getpid())
+
+
+# --- Limits per key (tests/test_limits.py). Each run records when it started and ended.
+
+
+async def _timed(label: str, key: str, seconds: float) -> None:
+    started = time.time()
+    await asyncio.sleep(seconds)
+    await Execution.objects.acreate(
+        label=label, pid=os.getpid(), value={"key": key, "start": started, "end": time.time()}
+    )
+
+
+@task(limit_key=lambda label, host, seconds: host, max_concurrent=3)
+async def per_host(label: str, host: str, seconds: float) -> None:
+    """At most three at once per host, across every worker."""
+    await _timed(label, host, seconds)
+
+
+@task(limit_key=lambda label, key: key, rate_limit="10/s")
+async def rated(label: str, key: str) -> None:
+    """Ten a second per key (a bucket of ten)."""
+    await _timed(label, key, 0.0)
+
+
+@task(
+    limit_key=lambda label, key, failures: key,
+    max_concurrent=1,
+    autoretry_for=(RuntimeError,),
+    retry_kwargs={"countdown": 0.3},
+)
+async def limited_flaky(label: str, key: str, failures: int) -> None:
+    """One at a time per key; fails its first ``failures`` attempts (retried)."""
+    started = time.time()
+    runs = await Execution.objects.filter(label=f"{label}:try").acount()
+    await Execution.objects.acreate(label=f"{label}:try", pid=os.getpid())
+    await asyncio.sleep(0.2)
+    if runs < failures:
+        raise RuntimeError(f"attempt {runs + 1} fails on purpose")
+    await Execution.objects.acreate(
+        label=label, pid=os.getpid(), value={"key": key, "start": started, "end": time.time()}
+    )
+
+
+@task(max_concurrent=1)
+async def one_at_a_time(label: str, seconds: float) -> None:
+    """One at a time for the task as a whole (no key function: every call shares one)."""
+    await _timed(label, "*", seconds)
+
+
+@task(limit_key=lambda label, key, seconds: key, max_concurrent=2)
+def per_key_sync(label: str, key: str, seconds: float) -> None:
+    """A plain function with a limit: two at once per key."""
+    started = time.time()
+    time.sleep(seconds)
+    Execution.objects.create(
+        label=label, pid=os.getpid(), value={"key": key, "start": started, "end": time.time()}
+    )
