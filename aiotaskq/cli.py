@@ -545,10 +545,27 @@ def own_command_line() -> list[str]:
 
 def _status(options: argparse.Namespace) -> int:
     from .conf import get_settings
-    from .db.status import QueueStatus, in_progress, queue_status
+    from .db.status import QueueStatus, in_progress, limits_status, queue_status
+    from .tasks.registry import registered
+    from .worker.lifecycle import import_task_modules
 
     settings = get_settings()
     rows = _asyncio_run(queue_status(settings.DIRTY_AFTER))
+    import_task_modules()  # the limits are the tasks' own
+    known = registered()
+    keys = []
+    for k in _asyncio_run(limits_status(settings.DIRTY_AFTER)):
+        limits = getattr(known.get(k.name), "limits", None)
+        keys.append(
+            {
+                "task": k.name,
+                "key": k.key,
+                "running": k.running,
+                "max_concurrent": limits.max_concurrent if limits else None,
+                "rate_limit": limits.rate_limit if limits else None,
+                "waiting": k.waiting,
+            }
+        )
     # The queues of AIOTASKQ["QUEUES"] show even with no task, for their caps.
     seen = {r.queue for r in rows}
     rows += [QueueStatus.empty(q) for q in settings.QUEUES if q not in seen]
@@ -578,6 +595,9 @@ def _status(options: argparse.Namespace) -> int:
                     # Running tasks that report their progress (set_progress), the
                     # longest-running first, at most 100.
                     "in_progress": _asyncio_run(in_progress()),
+                    # Limit keys in use (docs/limits.md): seats taken (running) of
+                    # max_concurrent, the rate, and the tasks waiting for a seat or a token.
+                    "limits": keys,
                 },
                 indent=2,
             )
@@ -612,7 +632,34 @@ def _status(options: argparse.Namespace) -> int:
         )
     if not rows:
         print("(no tasks)")
+    if keys:
+        print()
+        _print_table(
+            ("task", "limit key", "running", "rate", "waiting"),
+            [
+                (
+                    k["task"],
+                    k["key"],
+                    f"{k['running']}/{k['max_concurrent'] or '-'}",
+                    k["rate_limit"] or "-",
+                    str(k["waiting"]),
+                )
+                for k in keys
+            ],
+        )
     return 0
+
+
+def _print_table(header: tuple[str, ...], body: list[tuple[str, ...]]) -> None:
+    table = [header, *body]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print(
+            "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
 
 
 def setup_django(settings_module: str | None) -> None:

@@ -220,6 +220,34 @@ def test_filters_and_search(db: psycopg.Connection[Any], admin: Client) -> None:
     assert "2 failed tasks" in html  # a small group is counted exactly
 
 
+def test_the_summary_shows_the_limit_keys_in_use(
+    db: psycopg.Connection[Any], admin: Client
+) -> None:
+    from tests.app import tasks
+
+    for _ in range(3):
+        tasks.per_host.delay("s", "a.example", 0.0)
+    tasks.rated.delay("s", "api")
+    running = tasks.per_host.delay("s", "a.example", 0.0).id
+    db.execute(
+        "UPDATE aiotaskq_task SET state = 'running', worker_id = 'w', started_at = now(),"
+        " alive_at = now(), attempt = 1 WHERE id = %s",
+        (running,),
+    )
+    html = admin.get("/admin/aiotaskq/tasksummary/").content.decode()
+    table = html[
+        html.index('<table id="limits">') : html.index("</table>", html.index('id="limits"'))
+    ]
+    rows = re.findall(
+        r"<tr>\s*<td>(.*?)</td>\s*<td>(.*?)</td>\s*<td>(.*?)</td>\s*<td>(.*?)</td>\s*<td>(.*?)</td>",
+        table,
+    )
+    assert rows == [
+        ("tests.app.tasks.per_host", "a.example", "1 / 3", "-", "3"),
+        ("tests.app.tasks.rated", "api", "0 / -", "10/s", "1"),
+    ]
+
+
 def _queue(db: psycopg.Connection[Any], task_id: uuid.UUID) -> str:
     row = db.execute("SELECT queue FROM aiotaskq_task WHERE id = %s", (task_id,)).fetchone()
     assert row is not None

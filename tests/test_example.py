@@ -70,6 +70,10 @@ def test_the_demo_delivers_every_webhook_and_stops_cleanly(
     assert summary["delivered"] + summary["failed"] == DELIVERIES
     assert summary["all_final"]
     # The summary view awaited a task's result: the same counts, by status.
+    # The receiver never had more requests at once from one host than the limit per host
+    # (max_concurrent over every worker), and reached it.
+    assert summary["peak_per_host"]
+    assert max(summary["peak_per_host"].values()) <= summary["per_host_limit"]
     assert summary["summary_view"] == {k: summary[k] for k in ("delivered", "failed") if summary[k]}
     # The server stopped on SIGTERM through its lifespan shutdown, and left no task row
     # running or queued; a delivery failed for good is kept as a Failed task.

@@ -5,6 +5,7 @@ the outcome (success, failure, retry) and from a killed worker once its heartbea
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from typing import Any
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from aiotaskq import ConfigurationError, InvalidLimitKey, task
 from aiotaskq.tasks.limits import ALL, Limits
 from tests.app import tasks
-from tests.conftest import executions, wait_for
+from tests.conftest import executions, run_cli, wait_for
 
 
 def _runs(label: str) -> list[dict[str, Any]]:
@@ -282,3 +283,58 @@ def test_a_row_with_a_key_of_a_task_without_limits_still_runs(worker: Any, db: A
     db.execute("UPDATE aiotaskq_task SET limit_key = 'old' WHERE id = %s", (result.id,))
     worker("--concurrency", "5", poll=1)
     wait_for(lambda: executions("unkeyed"), timeout=20)
+
+
+# --- what status shows -------------------------------------------------------------------
+
+
+def test_status_shows_each_key_in_use_with_its_seats_and_waiting(db: Any) -> None:
+    for _ in range(4):
+        tasks.per_host.delay("st", "a.example", 0.0)
+    running = tasks.per_host.delay("st", "a.example", 0.0).id
+    db.execute(
+        "UPDATE aiotaskq_task SET state = 'running', worker_id = 'w', started_at = now(),"
+        " alive_at = now(), attempt = 1 WHERE id = %s",
+        (running,),
+    )
+    tasks.rated.delay("st", "api")
+    shown = json.loads(run_cli("status", "--json").stdout)
+    assert shown["limits"] == [
+        {
+            "task": "tests.app.tasks.per_host",
+            "key": "a.example",
+            "running": 1,
+            "max_concurrent": 3,
+            "rate_limit": None,
+            "waiting": 4,
+        },
+        {
+            "task": "tests.app.tasks.rated",
+            "key": "api",
+            "running": 0,
+            "max_concurrent": None,
+            "rate_limit": "10/s",
+            "waiting": 1,
+        },
+    ]
+    text = run_cli("status").stdout
+    assert "limit key" in text
+    line = next(x for x in text.splitlines() if "a.example" in x)
+    assert line.split()[-3:] == ["1/3", "-", "4"]
+
+
+async def test_a_claim_with_nothing_waiting_asks_for_no_second_look(db: Any) -> None:
+    """With no key waiting for a seat or a token, the limited claim names no time to claim
+    again (a worker would otherwise claim in a loop)."""
+    from aiotaskq.db.claim import LimitTable, claim_limited
+    from aiotaskq.db.connect import WorkerDatabase
+
+    database = WorkerDatabase("aiotaskq-limits-test", 2)
+    await database.open(wait=False)
+    try:
+        async with database.connection("test") as conn:
+            table = LimitTable(["t"], [1], [None], [None])
+            got = await claim_limited(conn, {"default": 0}, [10], table, None, "w", 3.0)
+            assert (got.taken, got.wait_s) == ([], None)
+    finally:
+        await database.close()

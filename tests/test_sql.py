@@ -65,6 +65,7 @@ PARAMS: dict[str, dict[str, Any]] = {
         "channels": [channel_for("q")],
     },
     "unique_prune": {"limit": 10},
+    "limits_status": {"dirty_after": 10.0, "limit": 10},
     "claim_limited": {
         "queues": ["q", "r"],
         "lanes": [1, 1],

@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from ..conf import get_settings
+from ..db.status import limits_status_sync
 from ..models import (
     ActiveTask,
     DirtyTask,
@@ -63,6 +64,19 @@ class LaneLine:
 
 
 @dataclass(slots=True)
+class KeyLine:
+    """A limit key in use: seats taken of the task's max_concurrent, its rate, and the tasks
+    waiting for a seat or a token."""
+
+    name: str
+    key: str
+    running: int
+    max_concurrent: int | None
+    rate_limit: str | None
+    waiting: int
+
+
+@dataclass(slots=True)
 class Line:
     queue: str
     name: str
@@ -96,6 +110,7 @@ class SummaryAdmin(_ModelAdmin):
         lines = self.lines(request)
         totals = [sum(line.cells[i].count for line in lines) for i in range(len(GROUPS))]
         lanes = self.lanes(lines)
+        settings = get_settings()
         context = {
             **self.admin_site.each_context(request),
             **(extra_context or {}),
@@ -105,7 +120,8 @@ class SummaryAdmin(_ModelAdmin):
             "lines": lines,
             "totals": totals,
             "lanes": lanes,
-            "dirty_after": f"{get_settings().DIRTY_AFTER:g}",
+            "keys": self.keys(settings.DIRTY_AFTER, settings.DATABASE),
+            "dirty_after": f"{settings.DIRTY_AFTER:g}",
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/aiotaskq/summary.html", context)
@@ -156,6 +172,32 @@ class SummaryAdmin(_ModelAdmin):
             if line.queue in lanes:
                 lanes[line.queue].in_use += line.cells[active].count
         return list(lanes.values())
+
+    def keys(self, dirty_after: float, alias: str) -> list[KeyLine]:
+        """The limit keys in use (docs/limits.md), with the limits of their tasks (read from
+        the tasks modules a worker imports)."""
+        from ..tasks.registry import registered
+        from ..worker.lifecycle import import_task_modules
+
+        rows = limits_status_sync(dirty_after, alias)
+        if not rows:
+            return []
+        import_task_modules()
+        known = registered()
+        out = []
+        for k in rows:
+            limits = getattr(known.get(k.name), "limits", None)
+            out.append(
+                KeyLine(
+                    k.name,
+                    k.key,
+                    k.running,
+                    limits.max_concurrent if limits else None,
+                    limits.rate_limit if limits else None,
+                    k.waiting,
+                )
+            )
+        return out
 
     def _changelist_url(self, request: HttpRequest, model: type[Task]) -> str | None:
         """The group's list, when it is registered here and the user may see it."""

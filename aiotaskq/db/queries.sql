@@ -723,6 +723,22 @@ ORDER BY started_at
 LIMIT %(limit)s;
 
 
+-- name: limits_status
+-- Per task and limit key in use (docs/limits.md), for "aiotaskq status" and the admin: the
+-- seats taken (running, heartbeat fresh) and the tasks that wait for one (ready, not claimed).
+-- The two partial indexes of limited tasks serve it. Reads only.
+SELECT name, limit_key,
+       count(*) FILTER (WHERE state = 'running'
+                        AND alive_at >= now() - make_interval(secs => %(dirty_after)s)) AS running,
+       count(*) FILTER (WHERE state = 'queued') AS waiting
+FROM aiotaskq_task
+WHERE limit_key IS NOT NULL
+  AND (state = 'running' OR (state = 'queued' AND pos IS NOT NULL))
+GROUP BY name, limit_key
+ORDER BY name, limit_key
+LIMIT %(limit)s;
+
+
 -- name: schedule_sync
 -- The schedules a worker knows: a row for each one seen for the first time, its last tick
 -- set to now (so that it starts with its next tick instead of running what came before),

@@ -12,7 +12,7 @@ import psycopg
 from .connect import conninfo, translate_errors
 from .sql import text
 
-__all__ = ["QueueStatus", "in_progress", "queue_status"]
+__all__ = ["KeyStatus", "QueueStatus", "in_progress", "limits_status", "queue_status"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,3 +81,36 @@ async def in_progress(limit: int = 100) -> list[dict[str, Any]]:
         }
         for r in rows
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatus:
+    """A limit key in use: its seats taken and the tasks waiting for one."""
+
+    name: str
+    key: str
+    running: int
+    waiting: int
+
+
+def _key_rows(rows: list[Any]) -> list[KeyStatus]:
+    return [KeyStatus(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+
+async def limits_status(dirty_after: float, limit: int = 200) -> list[KeyStatus]:
+    """The limit keys in use (docs/limits.md), at most ``limit``."""
+    with translate_errors("Reading the limits in use"):
+        async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+            cur = await conn.execute(
+                text("limits_status"), {"dirty_after": dirty_after, "limit": limit}
+            )
+            return _key_rows(await cur.fetchall())
+
+
+def limits_status_sync(dirty_after: float, alias: str, limit: int = 200) -> list[KeyStatus]:
+    """:func:`limits_status` on Django's connection ``alias`` (the admin's)."""
+    from django.db import connections
+
+    with translate_errors("Reading the limits in use"), connections[alias].cursor() as cursor:
+        cursor.execute(text("limits_status"), {"dirty_after": dirty_after, "limit": limit})
+        return _key_rows(cursor.fetchall())

@@ -192,7 +192,8 @@ BEGIN
     END LOOP;
     RETURN QUERY SELECT NULL::uuid, last_name, last_queue, NULL::text, NULL::text, NULL::int,
                         NULL::int, NULL::float8, NULL::boolean, NULL::int, NULL::bigint,
-                        NULL::text, NULL::timestamptz, last_key, greatest(wait_, 0.0)::float8;
+                        NULL::text, NULL::timestamptz, last_key,
+                        CASE WHEN wait_ IS NOT NULL THEN greatest(wait_, 0.0) END::float8;
 END
 $$;
 

@@ -198,10 +198,19 @@ def main(argv: list[str] | None = None) -> int:
         web_url = web.wait_started()
         print(
             f"3. The web app on {web_url} under uvicorn --lifespan on, with an aiotaskq "
-            f"worker\n   inside that runs {env.get('WEBHOOK_CONCURRENCY', 32)} deliveries at once"
+            f"worker\n   inside that runs {env.get('WEBHOOK_CONCURRENCY', 32)} deliveries at once, "
+            f"at most {per_host_limit()} to one host (max_concurrent per host, over every worker)"
         )
         summary = run_fanout(args, web_url, receiver_url, secret)
-        receiver_stats = httpx.get(f"{receiver_url}/stats", timeout=10).json()["seen"]
+        seen = httpx.get(f"{receiver_url}/stats", timeout=10).json()
+        receiver_stats = seen["seen"]
+        peaks = seen["peak_per_host"]
+        print(
+            "   The receiver saw at most "
+            + ", ".join(f"{n} requests at once from {host}" for host, n in sorted(peaks.items()))
+            + f" (the limit per host: {per_host_limit()})"
+        )
+        summary |= {"peak_per_host": peaks, "per_host_limit": per_host_limit()}
         after = check_after_stop(web.stop(), receiver_stats)
         summary |= after | {"ok": summary["all_final"] and after["ok"]}
     except (RuntimeError, httpx.HTTPError) as exc:
@@ -216,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         args.summary_json.write_text(json.dumps(summary, indent=2, default=str))
     print("OK" if summary["ok"] else "FAILED: see above and the server logs")
     return 0 if summary["ok"] else 1
+
+
+def per_host_limit() -> int:
+    from django.conf import settings
+
+    return int(settings.WEBHOOK_PER_HOST)
 
 
 def run_fanout(

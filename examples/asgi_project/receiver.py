@@ -13,6 +13,10 @@ answers, at random:
 - 429 with ``Retry-After: 1`` (``RECEIVER_THROTTLE_RATE``, 5 %);
 - otherwise 200, once per ``Idempotency-Key``: a repeat is counted as a duplicate.
 
+It counts the requests in flight per ``Host`` (without the port), and ``GET /stats``
+reports the most it saw at once per host (``peak_per_host``), so that the sender's
+per-host limit can be seen from the receiving end.
+
 ``GET /stats`` answers its settings and what it saw, as JSON. The latency range is
 ``RECEIVER_LATENCY_MS`` (``50-150``); ``RECEIVER_SEED`` makes the dice repeatable.
 """
@@ -58,6 +62,8 @@ CONFIG = {
 # keeps the keys in its database, for at least as long as the sender may retry.
 processed: set[str] = set()
 stats: Counter[str] = Counter()
+in_flight: Counter[str] = Counter()
+peak: Counter[str] = Counter()
 
 
 async def app(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
@@ -72,12 +78,20 @@ async def app(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> 
     if scope["type"] != "http":
         return
     if scope["method"] == "GET" and scope["path"] == "/stats":
-        await _answer(send, 200, {"config": CONFIG, "seen": dict(stats)})
+        await _answer(
+            send, 200, {"config": CONFIG, "seen": dict(stats), "peak_per_host": dict(peak)}
+        )
     elif scope["method"] == "POST" and scope["path"].startswith("/hooks/"):
         body = await _body(receive)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        status, document, extra = await _hook(body, headers)
-        await _answer(send, status, document, extra)
+        host = headers.get("host", "-").rsplit(":", 1)[0]
+        in_flight[host] += 1
+        peak[host] = max(peak[host], in_flight[host])
+        try:
+            status, document, extra = await _hook(body, headers)
+            await _answer(send, status, document, extra)
+        finally:
+            in_flight[host] -= 1
     else:
         await _answer(send, 404, {"error": "not found"})
 

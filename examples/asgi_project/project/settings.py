@@ -76,5 +76,9 @@ LOGGING = {
 # that point a larger number buys nothing (httpx's pool does more work per request the
 # larger it is). Measure before you raise it; add processes to go further.
 WEBHOOK_CONCURRENCY = int(os.environ.get("WEBHOOK_CONCURRENCY", "32"))
+# How many deliveries to one receiver's host run at once, over every worker and process
+# (aiotaskq's max_concurrent per key, the key being the subscription URL's host): a receiver
+# is never sent more than this at once, however many workers there are.
+WEBHOOK_PER_HOST = int(os.environ.get("WEBHOOK_PER_HOST", "16"))
 # Seconds to wait for a receiver (to connect, and then for each read).
 WEBHOOK_TIMEOUT = float(os.environ.get("WEBHOOK_TIMEOUT", "10"))

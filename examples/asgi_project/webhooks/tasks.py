@@ -18,6 +18,7 @@ import logging
 import math
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -27,6 +28,8 @@ from aiotaskq import Snooze, task
 
 from .models import Delivery
 from .signing import HEADER, sign
+
+__all__ = ["deliver", "host_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,11 @@ MAX_SNOOZES = 20
 #: The wait after a 429 without a usable Retry-After, and the longest one we accept.
 DEFAULT_SNOOZE = 5.0
 MAX_SNOOZE = 3600.0
+
+
+def host_of(url: str) -> str:
+    """The key of a delivery's limit: the host its URL names."""
+    return urlsplit(url).hostname or "-"
 
 
 class ServerError(Exception):
@@ -98,6 +106,10 @@ def http_client() -> httpx.AsyncClient:
     # is not retried (TimeLimitExceeded is not in autoretry_for): the delivery stays pending
     # and its task Failed, until `aiotaskq retry --failed` sends it again.
     time_limit=60,
+    # At most WEBHOOK_PER_HOST deliveries at once to one host, over every worker. The key is
+    # the host of the subscription's URL, given by the view that enqueues
+    # (deliver.s(pk).set(limit_key=host)); an enqueue without one shares the key "*".
+    max_concurrent=settings.WEBHOOK_PER_HOST,
 )
 async def deliver(delivery_id: uuid.UUID) -> None:
     """POST the event of one delivery to its subscriber and record the outcome on the row.

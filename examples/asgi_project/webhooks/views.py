@@ -17,7 +17,7 @@ import aiotaskq
 from .exports import start_export, summarize_event
 from .models import Delivery, Event, Export, Subscription
 from .progress import atally
-from .tasks import deliver
+from .tasks import deliver, host_of
 
 
 @csrf_exempt
@@ -42,18 +42,20 @@ async def create_event(request: HttpRequest) -> JsonResponse:
     subscribers = Subscription.objects.filter(active=True).order_by("pk")
     event = await Event.objects.acreate(kind=kind, payload=data)
     try:
+        hosts = {pk: host_of(url) async for pk, url in subscribers.values_list("pk", "target_url")}
         deliveries = await Delivery.objects.abulk_create(
-            [
-                Delivery(event=event, subscription_id=pk)
-                async for pk in subscribers.values_list("pk", flat=True)
-            ]
+            [Delivery(event=event, subscription_id=pk) for pk in hosts]
         )
         # One INSERT for all the tasks, and one NOTIFY, committed when this returns: its own
         # statement, not one transaction with the rows above. So it comes after them, and a
         # failure deletes the event again (its deliveries go by cascade): no delivery is
         # left pending without a task. (For a single transaction, do the writes and
         # aiotaskq.enqueue_many() in one sync_to_async function under atomic().)
-        await aiotaskq.aenqueue_many([deliver.s(delivery.pk) for delivery in deliveries])
+        # Each with its limit key, the receiver's host: at most WEBHOOK_PER_HOST at once to
+        # one host, over every worker.
+        await aiotaskq.aenqueue_many(
+            [deliver.s(d.pk).set(limit_key=hosts[d.subscription_id]) for d in deliveries]
+        )
     except BaseException:
         await Event.objects.filter(pk=event.pk).adelete()
         raise
