@@ -76,3 +76,11 @@ async def stamp_end(i: int) -> float:
     """Returns the moment it ended (this machine's clock): the waiting scenario times the
     wait from there to its return."""
     return time.time()
+
+
+@task(limit_key=lambda host, seconds: host, max_concurrent=4)
+async def sleep_per_host(host: str, seconds: float) -> None:
+    """A delivery to ``host``: at most four at once per host, over every worker."""
+    probe.task_started()
+    await asyncio.sleep(seconds)
+    probe.task_finished()

@@ -40,6 +40,7 @@ from benchmarks import (  # noqa: E402
     harness,
     scenarios_horizon,
     scenarios_lanes,
+    scenarios_limits,
     scenarios_load,
     scenarios_long,
     scenarios_procs,
@@ -68,6 +69,7 @@ SCENARIOS = (
     "waiting",
     "progress",
     "unique",
+    "limits_fanout",
 )
 # Scenarios left out of a run unless --only names them: `horizon` takes 17 minutes in full.
 ON_REQUEST = ("horizon",)
@@ -550,6 +552,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
     rows += [Row(**row) for row in scenarios_lanes.rows(results)]
     rows += [Row(**row) for row in scenarios_long.rows(results)]
     rows += [Row(**row) for row in scenarios_unique.rows(results)]
+    rows += [Row(**row) for row in scenarios_limits.rows(results)]
     return rows
 
 
@@ -755,6 +758,10 @@ def main(argv: list[str] | None = None) -> int:
             lambda: scenarios_long.bench_waiting(kit, sizes.latency, sizes.drain, sizes.rounds),
         ),
         ("progress", lambda: scenarios_long.bench_progress(100_000)),
+        (
+            "limits_fanout",
+            lambda: scenarios_limits.bench_limits_fanout(kit, 10_000, max(3, sizes.rounds)),
+        ),
         (
             "unique",
             lambda: scenarios_unique.bench_unique(

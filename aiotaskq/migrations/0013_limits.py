@@ -42,7 +42,8 @@ CREATE TABLE aiotaskq_limit_rate (
 -- starting after the one given (_after_*: the last key the worker's previous claim visited),
 -- so that turns go round and a busy key never holds back a quiet one: each key takes at most
 -- what its limits allow, then the next key's turn comes.
--- Rows back: the tasks claimed (as "claim" returns them, with their key) and expired ones
+-- Four statements whatever the number of keys. Rows back: the tasks claimed (as "claim"
+-- returns them, with their key) and expired ones
 -- deleted; then one row without an id that names the last key visited and, in wait_s, in
 -- how many seconds to claim again for keys that wait for a token (NULL: none does) or for a
 -- seat (1 s: seats of a killed worker come back without a notification).
@@ -59,77 +60,95 @@ LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     left_ int[] := _demands;
-    k record;
-    lane int;
+    kq text[];
+    kn text[];
+    kk text[];
+    running_ int[];
+    tats timestamptz[];
+    want_q text[] := '{}';
+    want_n text[] := '{}';
+    want_k text[] := '{}';
+    want_allow int[] := '{}';
+    want_base timestamptz[] := '{}';
+    want_interval float8[] := '{}';
+    i int;
     j int;
+    lane int;
     allow int;
-    running int;
-    tat_ timestamptz;
     base timestamptz;
     tokens int;
-    took int;
     wait_ float8;
-    last_queue text;
-    last_name text;
-    last_key text;
-    pass int;
+    last_ int;
 BEGIN
-    FOR pass IN 1..2 LOOP
-        EXIT WHEN pass = 2 AND _after_queue IS NULL;
-        FOR k IN
-            -- The keys with ready tasks, one index probe each: in pass 1 those after the
-            -- last key visited, in pass 2 (going round) the others.
-            WITH RECURSIVE keys AS (
-                (SELECT t.queue, t.name, t.limit_key FROM aiotaskq_task t
-                 WHERE t.state = 'queued' AND t.pos IS NOT NULL AND t.limit_key IS NOT NULL
-                   AND t.queue = ANY(_queues)
-                   AND (pass = 2 OR _after_queue IS NULL
-                        OR (t.queue, t.name, t.limit_key) > (_after_queue, _after_name, _after_key))
-                 ORDER BY t.queue, t.name, t.limit_key
-                 LIMIT 1)
-                UNION ALL
-                SELECT n.queue, n.name, n.limit_key
-                FROM keys
-                CROSS JOIN LATERAL (
-                    SELECT t.queue, t.name, t.limit_key FROM aiotaskq_task t
-                    WHERE t.state = 'queued' AND t.pos IS NOT NULL AND t.limit_key IS NOT NULL
-                      AND t.queue = ANY(_queues)
-                      AND (t.queue, t.name, t.limit_key) > (keys.queue, keys.name, keys.limit_key)
-                    ORDER BY t.queue, t.name, t.limit_key
-                    LIMIT 1
-                ) AS n
-                WHERE pass = 1 OR (keys.queue, keys.name, keys.limit_key)
-                                  < (_after_queue, _after_name, _after_key)
-            )
-            SELECT keys.queue, keys.name, keys.limit_key FROM keys
-            WHERE pass = 1 OR (keys.queue, keys.name, keys.limit_key)
-                              <= (_after_queue, _after_name, _after_key)
-        LOOP
-            EXIT WHEN (SELECT sum(d) FROM unnest(left_) AS d) <= 0;
-            lane := _lanes[array_position(_queues, k.queue)];
+    -- 1. The keys with ready tasks of the queues served, in turn order: after the key the
+    --    previous claim visited last, then round to it. One index probe per key, skipping
+    --    from one key to the next (keys of every queue are walked: a filter on the queue
+    --    would keep the index from starting at the previous key; other queues' are dropped).
+    WITH RECURSIVE keys AS (
+        (SELECT t.queue, t.name, t.limit_key FROM aiotaskq_task t
+         WHERE t.state = 'queued' AND t.pos IS NOT NULL AND t.limit_key IS NOT NULL
+         ORDER BY t.queue, t.name, t.limit_key
+         LIMIT 1)
+        UNION ALL
+        SELECT n.queue, n.name, n.limit_key
+        FROM keys
+        CROSS JOIN LATERAL (
+            SELECT t.queue, t.name, t.limit_key FROM aiotaskq_task t
+            WHERE t.state = 'queued' AND t.pos IS NOT NULL AND t.limit_key IS NOT NULL
+              AND (t.queue, t.name, t.limit_key) > (keys.queue, keys.name, keys.limit_key)
+            ORDER BY t.queue, t.name, t.limit_key
+            LIMIT 1
+        ) AS n
+    ),
+    served AS (
+        SELECT keys.queue::text AS queue, keys.name::text AS name, keys.limit_key,
+               _after_queue IS NOT NULL
+               AND (keys.queue, keys.name, keys.limit_key)
+                   <= (_after_queue, _after_name, _after_key) AS later,
+               -- Claims of one key take turns, never wait: a key another claim holds now
+               -- is left to it.
+               pg_try_advisory_xact_lock(
+                   hashtextextended(keys.name || chr(31) || keys.limit_key, 7)) AS ours
+        FROM keys
+        WHERE keys.queue = ANY(_queues)
+    )
+    SELECT array_agg(queue ORDER BY later, queue, name, limit_key),
+           array_agg(name ORDER BY later, queue, name, limit_key),
+           array_agg(limit_key ORDER BY later, queue, name, limit_key)
+    INTO kq, kn, kk
+    FROM served WHERE ours;
+
+    IF kq IS NOT NULL THEN
+        -- 2. After the locks, in a statement of its own (its snapshot sees every claim of
+        --    these keys that committed before): the seats taken, and the buckets.
+        SELECT array_agg((SELECT count(*)::int FROM aiotaskq_task t
+                          WHERE t.name = c.name AND t.limit_key = c.key
+                            AND t.state = 'running'
+                            AND t.alive_at >= statement_timestamp()
+                                              - make_interval(secs => _dirty_after))
+                         ORDER BY c.n),
+               array_agg((SELECT r.tat FROM aiotaskq_limit_rate r
+                          WHERE r.name = c.name AND r.key = c.key) ORDER BY c.n)
+        INTO running_, tats
+        FROM unnest(kn, kk) WITH ORDINALITY AS c(name, key, n);
+
+        -- 3. What each key may take now, in turn, until the lanes have what they asked for.
+        FOR i IN 1..cardinality(kq) LOOP
+            lane := _lanes[array_position(_queues, kq[i])];
             CONTINUE WHEN left_[lane] <= 0;
-            last_queue := k.queue;
-            last_name := k.name;
-            last_key := k.limit_key;
-            -- Another claim of this key is under way: its turn, not ours.
-            CONTINUE WHEN NOT pg_try_advisory_xact_lock(
-                hashtextextended(k.name || chr(31) || k.limit_key, 7));
-            j := array_position(_names, k.name);
+            last_ := i;
+            j := array_position(_names, kn[i]);
             allow := left_[lane];
+            base := NULL;
             IF _max_running[j] IS NOT NULL THEN
-                SELECT count(*) INTO running FROM aiotaskq_task t
-                WHERE t.name = k.name AND t.limit_key = k.limit_key AND t.state = 'running'
-                  AND t.alive_at >= statement_timestamp() - make_interval(secs => _dirty_after);
-                IF running >= _max_running[j] THEN
-                    wait_ := least(coalesce(wait_, 1.0), 1.0);
+                IF running_[i] >= _max_running[j] THEN
+                    wait_ := least(coalesce(wait_, 1.0), 1.0);  -- a killed worker's seats
                     CONTINUE;
                 END IF;
-                allow := least(allow, _max_running[j] - running);
+                allow := least(allow, _max_running[j] - running_[i]);
             END IF;
             IF _intervals[j] IS NOT NULL THEN
-                SELECT r.tat INTO tat_ FROM aiotaskq_limit_rate r
-                WHERE r.name = k.name AND r.key = k.limit_key;
-                base := greatest(coalesce(tat_, statement_timestamp()), statement_timestamp());
+                base := greatest(coalesce(tats[i], statement_timestamp()), statement_timestamp());
                 -- Tokens in the bucket: a full one holds _bursts[j]; one comes back every
                 -- interval after base - (burst - 1) intervals.
                 tokens := floor(extract(epoch FROM statement_timestamp() - base)
@@ -142,14 +161,46 @@ BEGIN
                 END IF;
                 allow := least(allow, tokens);
             END IF;
+            left_[lane] := left_[lane] - allow;
+            want_q := want_q || kq[i];
+            want_n := want_n || kn[i];
+            want_k := want_k || kk[i];
+            want_allow := want_allow || allow;
+            want_base := want_base || base;
+            want_interval := want_interval || _intervals[j];
+        END LOOP;
+
+        -- 4. Take them, every key in one statement, and spend the tokens taken. Expired rows
+        --    (deleted, not run) come back too, and count as taken: never more than the
+        --    limits, at worst a token early.
+        IF cardinality(want_q) > 0 THEN
             RETURN QUERY
-            WITH picked AS MATERIALIZED (
-                SELECT t.id, t.segment, t.expires_at FROM aiotaskq_task t
-                WHERE t.state = 'queued' AND t.pos IS NOT NULL AND t.queue = k.queue
-                  AND t.name = k.name AND t.limit_key = k.limit_key
-                ORDER BY t.priority DESC, t.pos
-                LIMIT allow
-                FOR UPDATE SKIP LOCKED
+            WITH want AS (
+                SELECT * FROM unnest(want_q, want_n, want_k, want_allow, want_base,
+                                     want_interval)
+                     AS w(queue, name, key, allow, base, interval_)
+            ),
+            picked AS MATERIALIZED (
+                SELECT d.id, d.segment, d.expires_at, want.name, want.key
+                FROM want
+                CROSS JOIN LATERAL (
+                    SELECT t.id, t.segment, t.expires_at FROM aiotaskq_task t
+                    WHERE t.state = 'queued' AND t.pos IS NOT NULL AND t.queue = want.queue
+                      AND t.name = want.name AND t.limit_key = want.key
+                    ORDER BY t.priority DESC, t.pos
+                    LIMIT want.allow
+                    FOR UPDATE SKIP LOCKED
+                ) AS d
+            ),
+            spent AS (
+                INSERT INTO aiotaskq_limit_rate AS r (name, key, tat)
+                SELECT want.name, want.key,
+                       want.base + make_interval(secs => count(*) * want.interval_)
+                FROM picked JOIN want ON want.name = picked.name AND want.key = picked.key
+                WHERE want.interval_ IS NOT NULL
+                GROUP BY want.name, want.key, want.base, want.interval_
+                ON CONFLICT (name, key) DO UPDATE SET tat = excluded.tat
+                RETURNING 1
             ),
             expired AS (
                 DELETE FROM aiotaskq_task t
@@ -170,29 +221,18 @@ BEGIN
                           t.checkpoint::text AS checkpoint, t.scheduled_for, t.limit_key
             )
             SELECT c.id, c.name::text, c.queue::text, c.args, c.kwargs, c.attempt, c.retries,
-                   c.time_limit,
-                   false, c.priority, c.pos, c.checkpoint, c.scheduled_for, c.limit_key,
-                   NULL::float8
+                   c.time_limit, false, c.priority, c.pos, c.checkpoint, c.scheduled_for,
+                   c.limit_key, NULL::float8
             FROM claimed c
             UNION ALL
             SELECT e.id, e.name::text, e.queue::text, NULL, NULL, NULL, NULL, NULL, true,
-                   e.priority,
-                   e.pos, NULL, NULL, e.limit_key, NULL
+                   e.priority, e.pos, NULL, NULL, e.limit_key, NULL
             FROM expired e;
-            -- Expired rows (deleted, not run) came back too, and count as taken: never more
-            -- than the limits, at worst a token early.
-            GET DIAGNOSTICS took = ROW_COUNT;
-            left_[lane] := left_[lane] - took;
-            IF _intervals[j] IS NOT NULL AND took > 0 THEN
-                INSERT INTO aiotaskq_limit_rate AS r (name, key, tat)
-                VALUES (k.name, k.limit_key, base + make_interval(secs => took * _intervals[j]))
-                ON CONFLICT (name, key) DO UPDATE SET tat = excluded.tat;
-            END IF;
-        END LOOP;
-    END LOOP;
-    RETURN QUERY SELECT NULL::uuid, last_name, last_queue, NULL::text, NULL::text, NULL::int,
+        END IF;
+    END IF;
+    RETURN QUERY SELECT NULL::uuid, kn[last_], kq[last_], NULL::text, NULL::text, NULL::int,
                         NULL::int, NULL::float8, NULL::boolean, NULL::int, NULL::bigint,
-                        NULL::text, NULL::timestamptz, last_key,
+                        NULL::text, NULL::timestamptz, kk[last_],
                         CASE WHEN wait_ IS NOT NULL THEN greatest(wait_, 0.0) END::float8;
 END
 $$;
