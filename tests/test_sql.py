@@ -30,6 +30,7 @@ PARAMS: dict[str, dict[str, Any]] = {
         "time_limits": [None],
         "limit_keys": ["host-a"],
         "channels": [channel_for("q")],
+        "payloads": ["limits"],
     },
     "enqueue_one": {
         "id": uuid.uuid4(),
@@ -45,6 +46,7 @@ PARAMS: dict[str, dict[str, Any]] = {
         "time_limit": None,
         "limit_key": None,
         "channel": channel_for("q"),
+        "payload": "",
     },
     "enqueue_unique": {
         "ids": [uuid.uuid4(), uuid.uuid4()],
@@ -63,6 +65,7 @@ PARAMS: dict[str, dict[str, Any]] = {
         "dirty_afters": [10.0, None],
         "limit_keys": [None, "k"],
         "channels": [channel_for("q")],
+        "payloads": ["limits"],
     },
     "unique_prune": {"limit": 10},
     "limits_status": {"dirty_after": 10.0, "limit": 10},
@@ -155,6 +158,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "revoke": {"ids": [uuid.uuid4()], "channel": "aiotaskq/control"},
     "requeue": {"ids": None, "queue": "q", "failed": True, "dirty": False, "dirty_after": 10.0},
     "notify": {"channels": [channel_for("q")]},
+    "notify_limits": {"channels": [channel_for("q")]},
     "delete": {
         "ids": [uuid.uuid4()],
         "queue": None,

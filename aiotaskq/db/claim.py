@@ -121,6 +121,8 @@ class Limited(NamedTuple):
     taken: list[Claimed]
     after: tuple[str, str, str] | None
     wait_s: float | None
+    #: Whether it met keys with ready tasks (else nothing limited waits, for now).
+    seen: bool = False
 
 
 async def claim_limited(
@@ -158,14 +160,16 @@ async def claim_limited(
         taken: list[Claimed] = []
         last: tuple[str, str, str] | None = after
         wait_s: float | None = None
+        seen = False
         for row in await cur.fetchall():
             if row[0] is None:
                 if row[2] is not None:
                     last = (row[2], row[1], row[13])
+                    seen = True
                 wait_s = row[14]
                 continue
             taken.append(Claimed(*row[:14]))
-        return Limited(taken, last, wait_s)
+        return Limited(taken, last, wait_s, seen or bool(taken))
 
 
 async def next_eta(conn: psycopg.AsyncConnection[Any], queues: list[str]) -> float | None:

@@ -17,7 +17,7 @@ from django.db import connections, transaction
 
 from ..errors import DatabaseUnreachable
 from .connect import connection, translate_errors
-from .listen import channel_for, channels_for
+from .listen import LIMITS_PAYLOAD, channel_for, channels_for
 from .sql import text
 
 __all__ = [
@@ -148,6 +148,7 @@ def stream_sync(rows: Iterable[TaskRow], alias: str) -> Holders:
     """
     rest: list[TaskRow] = []
     queues: set[str] = set()
+    limited: set[str] = set()
     with (
         translate_errors("Enqueueing"),
         transaction.atomic(using=alias),
@@ -158,6 +159,8 @@ def stream_sync(rows: Iterable[TaskRow], alias: str) -> Holders:
             copy.set_types(_COPY_TYPES)
             for row in rows:
                 queues.add(row.queue)
+                if row.limit_key is not None:
+                    limited.add(row.queue)
                 if _is_plain(row):
                     copy.write_row(_copy_record(row))
                 else:
@@ -165,9 +168,14 @@ def stream_sync(rows: Iterable[TaskRow], alias: str) -> Holders:
         channels = channels_for(queues)
         scheduled, keyed = _split(rest)
         if scheduled:
-            cursor.execute(text("enqueue"), {**_params(scheduled), "channels": channels})
+            cursor.execute(
+                text("enqueue"),
+                {**_params(scheduled), "channels": channels, "payloads": [""] * len(channels)},
+            )
         elif channels:
             cursor.execute(text("notify"), {"channels": channels})
+        if limited:
+            cursor.execute(text("notify_limits"), {"channels": channels_for(limited)})
         return _write_keyed_sync(cursor, keyed) if keyed else _NO_HOLDERS
 
 
@@ -199,7 +207,21 @@ def _params(rows: Sequence[TaskRow]) -> dict[str, Any]:
         "expires_ins": [r.expires_in for r in rows],
         "time_limits": [r.time_limit for r in rows],
         "limit_keys": [r.limit_key for r in rows],
-        "channels": channels_for(r.queue for r in rows),
+        **_wake(rows),
+    }
+
+
+def _wake(rows: Sequence[TaskRow]) -> dict[str, list[str]]:
+    """The channels of the rows' queues, and the payload of each notification: "limits"
+    where a row has a limit key (the workers then run their limited claim), else empty."""
+    limited = {r.queue for r in rows if r.limit_key is not None}
+    channels = channels_for(r.queue for r in rows)
+    if not limited:
+        return {"channels": channels, "payloads": [""] * len(channels)}
+    marked = set(channels_for(limited))
+    return {
+        "channels": channels,
+        "payloads": [LIMITS_PAYLOAD if c in marked else "" for c in channels],
     }
 
 
@@ -218,6 +240,7 @@ def _one_params(row: TaskRow) -> dict[str, Any]:
         "time_limit": row.time_limit,
         "limit_key": row.limit_key,
         "channel": channel_for(row.queue),
+        "payload": "" if row.limit_key is None else LIMITS_PAYLOAD,
     }
 
 
@@ -315,6 +338,7 @@ async def _copy(conn: psycopg.AsyncConnection[Any], rows: Iterable[TaskRow]) -> 
     statement for the rest; one NOTIFY per queue."""
     rest: list[TaskRow] = []
     queues: set[str] = set()
+    limited: set[str] = set()
     copied: set[uuid.UUID] = set()
     time = None
     async with conn.transaction(), conn.cursor() as cursor:
@@ -322,6 +346,8 @@ async def _copy(conn: psycopg.AsyncConnection[Any], rows: Iterable[TaskRow]) -> 
             copy.set_types(_COPY_TYPES)
             for row in rows:
                 queues.add(row.queue)
+                if row.limit_key is not None:
+                    limited.add(row.queue)
                 if _is_plain(row):
                     copied.add(row.id)
                     await copy.write_row(_copy_record(row))
@@ -329,13 +355,17 @@ async def _copy(conn: psycopg.AsyncConnection[Any], rows: Iterable[TaskRow]) -> 
                     rest.append(row)
         scheduled, keyed = _split(rest)
         if scheduled:
-            await cursor.execute(text("enqueue"), {**_params(scheduled), "channels": []})
+            await cursor.execute(
+                text("enqueue"), {**_params(scheduled), "channels": [], "payloads": []}
+            )
             time = _created_at(await cursor.fetchone())
         holders = _NO_HOLDERS
         if keyed:
             holders, time = await _write_keyed(cursor, keyed)
         await cursor.execute(text("notify"), {"channels": channels_for(queues)})
         copy_time = _transaction_time(await cursor.fetchone())
+        if limited:
+            await cursor.execute(text("notify_limits"), {"channels": channels_for(limited)})
     return _Written(frozenset(copied), copy_time, time, holders)
 
 

@@ -12,13 +12,16 @@ from psycopg import sql
 from .connect import conninfo, translate_errors
 from .sql import query
 
-__all__ = ["CONTROL_CHANNEL", "channel_for", "channels_for", "connect_listener"]
+__all__ = ["CONTROL_CHANNEL", "LIMITS_PAYLOAD", "channel_for", "channels_for", "connect_listener"]
 
 _PREFIX = "aiotaskq:"
 #: Revoke requests for running tasks. "/" is not allowed in queue names, so no queue's
 #: channel can be this one.
 CONTROL_CHANNEL = "aiotaskq/control"
 _MAX_IDENTIFIER_BYTES = 63
+#: The payload of a queue's notification when a task with a limit key became ready: the
+#: workers' limited claim runs only then (and after a seat is freed, and once a poll).
+LIMITS_PAYLOAD = "limits"
 
 
 def channel_for(queue: str) -> str:

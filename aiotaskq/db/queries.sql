@@ -28,9 +28,9 @@ WITH inserted AS (
     ) AS t(id, name, queue, priority, args, kwargs, eta, countdown, expires_at, expires_in, time_limit, limit_key)
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM inserted) AS inserted, count(pg_notify(c, '')),
+SELECT (SELECT count(*) FROM inserted) AS inserted, count(pg_notify(c.channel, c.payload)),
        statement_timestamp() AS created_at
-FROM unnest(%(channels)s::text[]) AS c;
+FROM unnest(%(channels)s::text[], %(payloads)s::text[]) AS c(channel, payload);
 
 
 -- name: enqueue_one
@@ -48,7 +48,7 @@ WITH inserted AS (
     )
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify(%(channel)s::text, ''),
+SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify(%(channel)s::text, %(payload)s::text),
        statement_timestamp() AS created_at;
 
 
@@ -61,7 +61,8 @@ SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify(%(channel)s::text,
 -- calls). The queues are woken at commit, as by "enqueue" (a replaced task may have become
 -- ready, or due sooner).
 WITH woken AS MATERIALIZED (
-    SELECT count(pg_notify(c, '')) FROM unnest(%(channels)s::text[]) AS c
+    SELECT count(pg_notify(c.channel, c.payload))
+    FROM unnest(%(channels)s::text[], %(payloads)s::text[]) AS c(channel, payload)
 )
 SELECT u.asked, u.holder, u.outcome, statement_timestamp() AS created_at
 FROM woken, aiotaskq_enqueue_unique(
@@ -677,6 +678,12 @@ RETURNING t.id, t.queue;
 -- Wake the workers of these channels when the surrounding transaction commits. Also returns
 -- the transaction's start (now()), the created_at of rows written by enqueue_copy.
 SELECT count(pg_notify(c, '')), now() AS transaction_time FROM unnest(%(channels)s::text[]) AS c;
+
+
+-- name: notify_limits
+-- Wake the workers of these channels at commit, for tasks with limit keys (docs/limits.md):
+-- the payload tells them to run their limited claim.
+SELECT count(pg_notify(c, 'limits')) FROM unnest(%(channels)s::text[]) AS c;
 
 
 -- name: delete

@@ -44,6 +44,7 @@ class Fetcher:
         burst: bool,
         limits: LimitTable | None = None,
         dirty_after: float = 10.0,
+        limited: asyncio.Event | None = None,
     ) -> None:
         self._db = db
         self.marks = marks
@@ -69,8 +70,12 @@ class Fetcher:
         self._after: tuple[str, str, str] | None = None
         #: When (loop time) keys that wait for a token or a seat may take one, if any do.
         self._limit_at: float | None = None
-        #: When the limited claim runs next if the worker knows no limited task.
+        #: When the limited claim runs next if nothing says that limited tasks wait.
         self._sweep_at = 0.0
+        #: Set when limited tasks may be ready: a "limits" notification, a freed seat, a
+        #: promotion, and after a limited claim that found keys with ready tasks.
+        self._limited = limited if limited is not None else asyncio.Event()
+        self._limited.set()
 
     async def run(self) -> None:
         """Claim until ``stopping`` is set (or, in burst mode, until nothing is due and
@@ -126,7 +131,8 @@ class Fetcher:
             try:
                 async with self._db.connection("Claiming tasks") as conn:
                     if due_at is not None and loop.time() >= due_at:
-                        await promote(conn, self._queues, _PROMOTE_LIMIT)
+                        if await promote(conn, self._queues, _PROMOTE_LIMIT):
+                            self._limited.set()  # a retried limited task, say
                         due_at = None
                     limited = await self._claim_limited(conn, demands)
                     rest = list(demands)
@@ -180,12 +186,20 @@ class Fetcher:
                 await asyncio.sleep(0)
 
     async def _claim_limited(self, conn: Any, demands: list[int]) -> list[Claimed]:
-        """The limited claim, if it is its time: when the worker knows limited tasks, every
-        claim; else once a poll interval. Its jobs are started at once."""
+        """The limited claim, if it is its time: when the worker knows limited tasks and
+        something says they may be ready (or keys wait for a seat or a token), and once a
+        poll interval in any case (also for rows of tasks whose limits were removed). A
+        worker whose limited tasks are all done pays nothing for them. Its jobs are started
+        at once."""
         loop = asyncio.get_running_loop()
-        if self._limits is None and loop.time() < self._sweep_at:
+        now = loop.time()
+        hinted = self._limits is not None and (
+            self._limited.is_set() or (self._limit_at is not None and now >= self._limit_at)
+        )
+        if not hinted and now < self._sweep_at:
             return []
-        self._sweep_at = loop.time() + self._poll
+        self._sweep_at = now + self._poll
+        self._limited.clear()
         got = await claim_limited(
             conn,
             self._limited_lanes,
@@ -195,6 +209,8 @@ class Fetcher:
             self._worker_id,
             self._dirty_after,
         )
+        if got.seen:
+            self._limited.set()  # keys with ready tasks: claim for them again
         self._after = got.after
         self._limit_at = None if got.wait_s is None else loop.time() + got.wait_s
         self._executor.start(got.taken)

@@ -146,6 +146,8 @@ class Worker:
         self.listener: Listener | None = None
         self.executor: Executor | None = None
         self.marks: Marks | None = None
+        #: Set when tasks with limit keys may be ready (the fetcher's limited claim runs).
+        self._limited: asyncio.Event | None = None
         #: Sync tasks still running in their threads when :meth:`run` returned (their rows
         #: were given back, or their attempts failed past a hard time limit). A process
         #: that owns the worker may exit without waiting.
@@ -231,8 +233,17 @@ class Worker:
             logger.info("worker.stopped: %s", self.id, extra={"worker_id": self.id})
             return
         wake = asyncio.Event()
+        # Limited tasks may be ready (docs/limits.md): the fetcher's limited claim runs then.
+        limited = asyncio.Event()
+        limited.set()
+        self._limited = limited
         reporter = Reporter(db, self.id)
-        reporter.on_seat_freed = wake.set
+
+        def seat_freed() -> None:
+            limited.set()
+            wake.set()
+
+        reporter.on_seat_freed = seat_freed
         db_threads = DatabaseThreads(self.config.db_threads)
         executor = Executor(
             self.config.concurrency,
@@ -283,6 +294,7 @@ class Worker:
                     burst=self.config.burst,
                     limits=_limit_table(),
                     dirty_after=settings.DIRTY_AFTER,
+                    limited=limited,
                 )
                 await fetcher.run()
                 await self._drain(executor, reporter)
@@ -369,6 +381,7 @@ class Worker:
                 quiet_check=settings.POLL_INTERVAL,
                 on_control=self._on_control,
                 db=db,
+                limited=self._limited,
             )
             loops.append(("listener", self.listener.run))
         if self._recycler.watches:

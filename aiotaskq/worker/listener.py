@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 
 from ..db.connect import WorkerDatabase
-from ..db.listen import CONTROL_CHANNEL, connect_listener
+from ..db.listen import CONTROL_CHANNEL, LIMITS_PAYLOAD, connect_listener
 from ..db.sql import text
 from ..errors import DatabaseError
 
@@ -40,8 +40,11 @@ class Listener:
         quiet_check: float,
         on_control: Callable[[str], None],
         db: WorkerDatabase | None = None,
+        limited: asyncio.Event | None = None,
     ) -> None:
         self._db = db
+        #: Set on a notification that a task with a limit key became ready.
+        self._limited = limited
         self._queues = queues
         self._on_control = on_control
         self._dsn = dsn
@@ -68,6 +71,8 @@ class Listener:
                 first = False
                 backoff = _BACKOFF_FIRST
                 self._wake.set()
+                if self._limited is not None:
+                    self._limited.set()  # what was missed meanwhile may be limited too
                 await self._listen(conn)
             except (DatabaseError, psycopg.Error, OSError) as exc:
                 self.connected.clear()
@@ -97,6 +102,8 @@ class Listener:
                     self._on_control(notify.payload)
                 else:
                     wake.set()
+                    if notify.payload == LIMITS_PAYLOAD and self._limited is not None:
+                        self._limited.set()
             # A quiet spell: make sure the session is still there (a cut network gives no
             # error until something is sent).
             await conn.execute(text("ping"))
