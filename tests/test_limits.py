@@ -339,3 +339,15 @@ async def test_a_claim_with_nothing_waiting_asks_for_no_second_look(db: Any) -> 
             assert (got.taken, got.wait_s) == ([], None)
     finally:
         await database.close()
+
+
+def test_a_limited_task_run_again_by_hand_runs_within_a_second_or_so(worker: Any) -> None:
+    """Run again writes no "limits" notification: the worker's limited claim finds it on its
+    once-a-second look, well before the poll interval (5 s here)."""
+    worker("--concurrency", "5", poll=5)
+    result = tasks.limited_flaky.delay("again", "k", 4)  # four attempts fail: Failed
+    wait_for(lambda: result.state == "failed", timeout=30, what="the failure")
+    started = time.monotonic()
+    assert "1" in run_cli("retry", "--failed").stdout
+    wait_for(lambda: executions("again"), timeout=30, what="the run again")
+    assert time.monotonic() - started < 4.0

@@ -63,6 +63,10 @@ class Fetcher:
         self._claim_lanes = [self._lane_of[q] for q in self._claim_queues]
         self._all = set(range(len(plan.lanes)))
         self._limits = limits
+        # How often the limited claim runs when nothing says limited tasks wait: every second
+        # in a worker that knows limited tasks (a limited task run again by hand, or rescued,
+        # comes without a "limits" notification), else once a poll interval.
+        self._sweep_every = min(1.0, poll_interval) if limits is not None else poll_interval
         self._no_limits = LimitTable([], [], [], [])
         self._dirty_after = dirty_after
         self._limited_lanes = {q: self._lane_of[q] for q in self._claim_queues}
@@ -115,8 +119,12 @@ class Fetcher:
                     timeout = self._poll
                 else:
                     timeout = max(0.0, min(self._poll, due_at - loop.time()))
-                if self._limit_at is not None:
-                    until = max(0.0, self._limit_at - loop.time())
+                limit_at = self._limit_at
+                if self._limits is not None and not self._burst:
+                    # The limited claim's look once a second (docs/limits.md).
+                    limit_at = min(limit_at or self._sweep_at, self._sweep_at)
+                if limit_at is not None:
+                    until = max(0.0, limit_at - loop.time())
                     timeout = until if timeout is None else min(timeout, until)
                 await first_of(*waiters, self._stopping.wait(), timeout=timeout)
             if self._stopping.is_set():
@@ -198,7 +206,7 @@ class Fetcher:
         )
         if not hinted and now < self._sweep_at:
             return []
-        self._sweep_at = now + self._poll
+        self._sweep_at = now + self._sweep_every
         self._limited.clear()
         got = await claim_limited(
             conn,
