@@ -2,8 +2,9 @@
 tasks as each lane has free slots, for all lanes in one statement, each range from the
 worker's mark (``marks.py``); make future tasks ready once they fall due. Tasks with limit
 keys are claimed first, by a statement of their own that takes turns between keys
-(``claim_limited``, docs/limits.md), when the worker knows limited tasks, and once a poll
-interval in any case (rows of a task whose limits were removed since they were enqueued)."""
+(``claim_limited``, docs/limits.md): in a worker that knows limited tasks, when one may be
+ready and once a second; in any other, once a poll interval (rows of a task whose limits
+were removed since they were enqueued)."""
 
 from __future__ import annotations
 
@@ -196,9 +197,9 @@ class Fetcher:
     async def _claim_limited(self, conn: Any, demands: list[int]) -> list[Claimed]:
         """The limited claim, if it is its time: when the worker knows limited tasks and
         something says they may be ready (or keys wait for a seat or a token), and once a
-        poll interval in any case (also for rows of tasks whose limits were removed). A
-        worker whose limited tasks are all done pays nothing for them. Its jobs are started
-        at once."""
+        second; in a worker that knows none, once a poll interval (for rows of tasks whose
+        limits were removed). A worker whose limited tasks are all done pays one look a
+        second for them. Its jobs are started at once."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         hinted = self._limits is not None and (
