@@ -126,6 +126,8 @@ def test_a_key_for_a_task_without_limits_says_how_to_give_it_some() -> None:
         ({"rate_limit": "0/s"}, '"N/s"'),
         ({"rate_limit": "10/d"}, '"N/s"'),
         ({"rate_limit": 10}, '"N/s"'),
+        ({"rate_limit": _Weird()}, '"N/s"'),  # its repr raises: the error still comes
+        ({"max_concurrent": _Weird()}, "positive int"),
         ({"rate_limit": "10/s", "rate_burst": 0}, "at least 1"),
         ({"rate_burst": 5}, "goes with a rate_limit"),
         ({"limit_key": lambda: "k"}, "has none"),

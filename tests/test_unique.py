@@ -179,7 +179,9 @@ def test_eager_mode_runs_every_call() -> None:
 # --- races ---------------------------------------------------------------------------------
 
 
-def test_200_racing_enqueues_of_one_key_from_10_threads_give_one_task(db: Any) -> None:
+def _race(key: str, label: str, calls: int) -> list[uuid.UUID]:
+    """Ten threads, started together, each enqueueing ``calls`` digests of ``key``: the ids
+    they were answered with."""
     ids: list[uuid.UUID] = []
     lock = threading.Lock()
     start = threading.Barrier(10)
@@ -188,7 +190,8 @@ def test_200_racing_enqueues_of_one_key_from_10_threads_give_one_task(db: Any) -
         try:
             start.wait(20)
             mine = [
-                tasks.digest.apply_async((f"race-{n}", k), unique_key="race").id for k in range(20)
+                tasks.digest.apply_async((f"{label}-{n}", k), unique_key=key).id
+                for k in range(calls)
             ]
             with lock:
                 ids.extend(mine)
@@ -200,6 +203,11 @@ def test_200_racing_enqueues_of_one_key_from_10_threads_give_one_task(db: Any) -
         t.start()
     for t in threads:
         t.join(60)
+    return ids
+
+
+def test_200_racing_enqueues_of_one_key_from_10_threads_give_one_task(db: Any) -> None:
+    ids = _race("race", "race", 20)
     assert len(ids) == 200
     assert len(set(ids)) == 1
     assert [row[0] for row in _tasks(db)] == [ids[0]]
@@ -211,26 +219,7 @@ def test_racing_takeovers_of_an_ended_holder_give_one_new_task(db: Any, ended: s
     over once, and the others answer with the one that did."""
     old = tasks.digest.apply_async(("old",), unique_key="over").id
     _set_state(db, old, ended)
-    ids: list[uuid.UUID] = []
-    lock = threading.Lock()
-    start = threading.Barrier(10)
-
-    def producer(n: int) -> None:
-        try:
-            start.wait(20)
-            mine = [
-                tasks.digest.apply_async((f"over-{n}", k), unique_key="over").id for k in range(5)
-            ]
-            with lock:
-                ids.extend(mine)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=producer, args=(n,)) for n in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    ids = _race("over", "over", 5)
     assert len(ids) == 50
     assert len(set(ids)) == 1
     (new,) = set(ids)
@@ -338,7 +327,8 @@ def test_debounce_eight_calls_run_once_a_second_after_the_last(worker: Any, db: 
     assert run.value == 7  # the last call's arguments
     after = run.at.timestamp() - last
     assert 0.9 <= after <= 3.0, after
-    time.sleep(0.5)  # nothing else comes: the earlier calls were replaced, not queued
+    # Nothing else comes: the earlier calls were replaced, not queued (the table empties).
+    wait_for(lambda: not _tasks(db), what="the debounced run's ack")
     assert len(executions("debounced")) == 1
 
 

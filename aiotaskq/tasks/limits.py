@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigurationError, InvalidLimitKey
-from .unique import check_key
+from .unique import check_key, short
 
 __all__ = ["ALL", "KeyFunction", "Limits", "call_key"]
 
@@ -58,7 +58,7 @@ class Limits:
         ):
             raise ConfigurationError(
                 f"Task {name!r}: max_concurrent must be a positive int (tasks of one key "
-                f"running at once, across every worker), got {max_concurrent!r}."
+                f"running at once, across every worker), got {short(max_concurrent)}."
             )
         interval = burst = None
         if rate_limit is not None:
@@ -67,7 +67,7 @@ class Limits:
             if match is None or count <= 0:
                 raise ConfigurationError(
                     f'Task {name!r}: rate_limit must be "N/s", "N/m" or "N/h" with N > 0 '
-                    f'(for example "10/s": ten tasks a second per key), got {rate_limit!r}.'
+                    f'(for example "10/s": ten tasks a second per key), got {short(rate_limit)}.'
                 )
             assert match is not None
             per_second = count / _UNIT[match.group(2)]
@@ -82,7 +82,7 @@ class Limits:
             if isinstance(rate_burst, bool) or not isinstance(rate_burst, int) or rate_burst < 1:
                 raise ConfigurationError(
                     f"Task {name!r}: rate_burst must be an int of at least 1 (tasks a key may "
-                    f"start at once after a quiet spell), got {rate_burst!r}."
+                    f"start at once after a quiet spell), got {short(rate_burst)}."
                 )
             burst = rate_burst
         if max_concurrent is None and rate_limit is None:
@@ -96,7 +96,7 @@ class Limits:
             raise ConfigurationError(
                 f"Task {name!r}: limit_key must be a function of the call's arguments that "
                 "returns the key (a str, or None for no limit), for example "
-                f"limit_key=lambda url, payload: urlsplit(url).hostname; got {limit_key!r}. "
+                f"limit_key=lambda url, payload: urlsplit(url).hostname; got {short(limit_key)}. "
                 "A fixed key for one call goes to apply_async(limit_key=...)."
             )
         return cls(max_concurrent, interval, burst, None if rate_limit is None else str(rate_limit))

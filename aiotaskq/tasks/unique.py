@@ -16,7 +16,15 @@ from ..errors import EnqueueError, InvalidUniqueKey
 if TYPE_CHECKING:
     from .fit import Fit
 
-__all__ = ["MAX_KEY_LENGTH", "OnConflict", "check_key", "check_on_conflict", "derive_key", "key"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "OnConflict",
+    "check_key",
+    "check_on_conflict",
+    "derive_key",
+    "key",
+    "short",
+]
 
 OnConflict = Literal["ignore", "replace"]
 ON_CONFLICT: tuple[OnConflict, ...] = ("ignore", "replace")
@@ -44,7 +52,7 @@ def check_key(
     if not isinstance(key, str):
         raise error(
             f"Task {name!r}: {option} must be a string ({example}), got "
-            f"{type(key).__name__} {_short(key)}. Nothing was written."
+            f"{type(key).__name__} {short(key)}. Nothing was written."
         )
     text = str.__str__(key)  # a subclass's own __str__ is never called
     if not text:
@@ -60,14 +68,14 @@ def check_key(
         )
     if "\x00" in text:
         raise error(
-            f"Task {name!r}: {option} {_short(text)} holds a NUL character, which "
+            f"Task {name!r}: {option} {short(text)} holds a NUL character, which "
             "PostgreSQL cannot store in text. Nothing was written."
         )
     try:
         text.encode()
     except UnicodeEncodeError:
         raise error(
-            f"Task {name!r}: {option} {_short(text)} holds a lone surrogate, which is not "
+            f"Task {name!r}: {option} {short(text)} holds a lone surrogate, which is not "
             "UTF-8 and PostgreSQL cannot store. Nothing was written."
         ) from None
     return text
@@ -82,7 +90,7 @@ def check_on_conflict(name: str, value: object) -> OnConflict:
         raise InvalidUniqueKey(
             f'Task {name!r}: on_conflict must be "ignore" (keep the task that holds the key; '
             f'write nothing) or "replace" (give the queued one these arguments and run time), '
-            f"got {_short(value)}."
+            f"got {short(value)}."
         )
     return cast(OnConflict, str.__str__(value))
 
@@ -137,7 +145,8 @@ def key(
     row.dirty_after = get_settings().DIRTY_AFTER if dirty_keeps else None
 
 
-def _short(value: object) -> str:
+def short(value: object) -> str:
+    """``repr(value)`` cut to 60 characters, or its type's name if its repr raises."""
     try:
         text = repr(value)
     except Exception:
