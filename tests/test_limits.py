@@ -353,3 +353,21 @@ def test_a_limited_task_run_again_by_hand_runs_within_a_second_or_so(worker: Any
     assert "1" in run_cli("retry", "--failed").stdout
     wait_for(lambda: executions("again"), timeout=30, what="the run again")
     assert time.monotonic() - started < 4.0
+
+
+async def test_the_pruner_deletes_buckets_full_again_and_keeps_the_others(db: Any) -> None:
+    from aiotaskq.db.connect import WorkerDatabase
+    from aiotaskq.worker.upkeep import Pruner
+
+    db.execute(
+        "INSERT INTO aiotaskq_limit_rate (name, key, tat) VALUES"
+        " ('t', 'old', now() - interval '2 hours'), ('t', 'busy', now() + interval '1 second')"
+    )
+    database = WorkerDatabase("aiotaskq-limits-prune", 2)
+    await database.open(wait=False)
+    try:
+        await Pruner(database, "test").prune_once()
+    finally:
+        await database.close()
+    rows = db.execute("SELECT key FROM aiotaskq_limit_rate").fetchall()
+    assert rows == [("busy",)]

@@ -69,6 +69,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     },
     "unique_prune": {"limit": 10},
     "limits_status": {"dirty_after": 10.0, "limit": 10},
+    "limit_prune": {"limit": 10},
     "claim_limited": {
         "queues": ["q", "r"],
         "lanes": [1, 1],

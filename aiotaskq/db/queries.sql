@@ -333,6 +333,12 @@ WHERE id IN (
 SELECT aiotaskq_unique_prune(%(limit)s) AS pruned;
 
 
+-- name: limit_prune
+-- Rate buckets full again for an hour (a fresh one is the same), a bounded batch at a time
+-- (migration 0013); rows a claim holds are skipped.
+SELECT aiotaskq_limit_prune(%(limit)s) AS pruned;
+
+
 -- name: unique_health
 -- Whether the key table wants a VACUUM where autovacuum does not run: its dead rows.
 SELECT coalesce(s.n_dead_tup, 0), current_setting('autovacuum')::bool

@@ -1,5 +1,6 @@
 """The unique keys' table (migration 0012, docs/unique.md): rows of holders that have ended,
-pruned in bounded batches, and the table vacuumed where autovacuum does not run."""
+pruned in bounded batches, and the table vacuumed where autovacuum does not run; and the rate
+buckets of limit keys (migration 0013, docs/limits.md), pruned once full again."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import psycopg
 from .connect import translate_errors
 from .sql import text
 
-__all__ = ["VACUUM_DEAD_ROWS", "prune", "vacuum_if_needed"]
+__all__ = ["VACUUM_DEAD_ROWS", "prune", "prune_buckets", "vacuum_if_needed"]
 
 #: Dead rows of the key table that warrant a VACUUM where autovacuum does not run.
 VACUUM_DEAD_ROWS = 1000
@@ -21,6 +22,14 @@ async def prune(conn: psycopg.AsyncConnection[Any], limit: int = 500) -> int:
     enqueue holds). Returns how many."""
     with translate_errors("Pruning unique keys"):
         cur = await conn.execute(text("unique_prune"), {"limit": limit})
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def prune_buckets(conn: psycopg.AsyncConnection[Any], limit: int = 500) -> int:
+    """Delete up to ``limit`` rate buckets of limit keys that are full again (docs/limits.md)."""
+    with translate_errors("Pruning rate buckets"):
+        cur = await conn.execute(text("limit_prune"), {"limit": limit})
         row = await cur.fetchone()
     return int(row[0]) if row else 0
 

@@ -56,6 +56,8 @@ class Pruner:
                     break
             if keys:
                 await unique.vacuum_if_needed(conn)
+            # And the rate buckets of limit keys that have been full for an hour.
+            await unique.prune_buckets(conn, batch)
         if total:
             logger.info(
                 "results.pruned: %d expired results deleted",
