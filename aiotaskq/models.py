@@ -381,3 +381,31 @@ class Schedule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Worker(models.Model):
+    """A worker process, as its heartbeat last wrote it: alive while ``alive_at`` is more
+    recent than ``DIRTY_AFTER``. A worker that stops cleanly deletes its row; a killed one
+    stays, lost, until the pruner deletes it a day later (the Dirty view names it)."""
+
+    id = models.CharField(max_length=255, primary_key=True, help_text="The worker's id.")
+    host = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    queues = models.JSONField(
+        help_text=(
+            "The queues it takes tasks from, in order, each with its cap (null: the queue "
+            "shares the slots no cap reserves)."
+        )
+    )
+    concurrency = models.IntegerField(help_text="Tasks it runs at once, at most.")
+    in_flight = models.IntegerField(db_default=0, help_text="Tasks it held at its last beat.")
+    started_at = models.DateTimeField()
+    alive_at = models.DateTimeField(db_default=Now(), help_text="Its last heartbeat.")
+
+    class Meta:
+        db_table = "aiotaskq_worker"
+        # Written by the workers only: the view lists them.
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return self.id

@@ -150,7 +150,7 @@ def _clean_tables() -> Iterator[None]:
     with psycopg.connect(task_db_conninfo(), autocommit=True) as conn:
         conn.execute(
             "TRUNCATE aiotaskq_task, aiotaskq_waiter, aiotaskq_schedule, aiotaskq_unique, "
-            "aiotaskq_limit_rate, testapp_execution"
+            "aiotaskq_limit_rate, aiotaskq_worker, testapp_execution"
         )
     yield
     from django.db import connections

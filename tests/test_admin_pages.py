@@ -114,10 +114,12 @@ def test_a_dirty_task_says_why(db: psycopg.Connection[Any], admin: Client) -> No
     note = re.search(r'<p class="aiotaskq-note">(.*?)</p>', html, re.DOTALL)
     assert note is not None
     assert note.group(1).startswith(
-        "Dirty: its heartbeat stopped 1 h 0 min ago, on worker w-dead, more than DIRTY_AFTER"
-        " (600 s) ago."
+        "Dirty: its heartbeat stopped 1 h 0 min ago, more than DIRTY_AFTER (600 s) ago, on "
+        "worker w-dead, no longer in the registry (it stopped cleanly, or was lost over a day "
+        "ago)."
     )
     listing = admin.get(url("dirty")).content.decode()
+    assert "w-dead (not\u00a0registered)" in listing
     assert "heartbeat stopped" in listing.lower()
     assert "1\u00a0h\u00a00\u00a0min\u00a0ago" in listing
     # No other group's page has the note.

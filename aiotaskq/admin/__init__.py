@@ -1,7 +1,7 @@
 """The Django admin of aiotaskq (with ``django.contrib.admin`` installed): Pending, Future,
 Active, Dirty, Failed and Succeeded tasks (kept results), each its own view with its own
-permissions, a summary by queue and task name, and the periodic schedules. See "The admin" in
-docs/guide.md."""
+permissions, a summary by queue and task name, the periodic schedules, and the workers. See
+"The admin" in docs/guide.md."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ..models import (
     Schedule,
     SucceededTask,
     TaskSummary,
+    Worker,
 )
 from .groups import (
     ActiveAdmin,
@@ -27,6 +28,7 @@ from .groups import (
 )
 from .schedules import ScheduleAdmin
 from .summary import SummaryAdmin
+from .workers import WorkerAdmin
 
 __all__ = [
     "ActiveAdmin",
@@ -37,6 +39,7 @@ __all__ = [
     "ScheduleAdmin",
     "SucceededAdmin",
     "SummaryAdmin",
+    "WorkerAdmin",
 ]
 
 admin.site.register(PendingTask, PendingAdmin)
@@ -47,3 +50,4 @@ admin.site.register(FailedTask, FailedAdmin)
 admin.site.register(SucceededTask, SucceededAdmin)
 admin.site.register(TaskSummary, SummaryAdmin)
 admin.site.register(Schedule, ScheduleAdmin)
+admin.site.register(Worker, WorkerAdmin)

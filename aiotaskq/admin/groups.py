@@ -4,6 +4,7 @@ and Succeeded tasks (the groups of ``aiotaskq status``)."""
 from __future__ import annotations
 
 import datetime as dt
+from contextvars import ContextVar
 from typing import Any
 
 from django.contrib import admin
@@ -11,6 +12,7 @@ from django.db.models import DurationField, ExpressionWrapper, F, TextField
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Left, Now
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.utils.safestring import SafeString
 
 from ..conf import get_settings
@@ -18,6 +20,7 @@ from ..db import control
 from ..models import Task
 from .actions import ByHand, Kept, Revocable
 from .render import duration, json_html, progress_html
+from .workers import describe_worker, silences
 
 __all__ = [
     "ActiveAdmin",
@@ -27,6 +30,10 @@ __all__ = [
     "PendingAdmin",
     "SucceededAdmin",
 ]
+
+
+#: How long ago each registered worker last beat, for the Dirty list being rendered.
+_worker_silence: ContextVar[dict[str, dt.timedelta]] = ContextVar("worker_silence", default={})  # noqa: B039 - never mutated
 
 
 def _since(field: str) -> ExpressionWrapper[Any]:
@@ -106,11 +113,37 @@ class DirtyAdmin(ByHand):
     """Running, but the worker's heartbeat stopped: the longest-silent first."""
 
     selection = control.Selection(failed=False, dirty=True)
-    list_display = ("name", "queue", "worker_id", "attempt", "started", "silent_for")
+    list_display = ("name", "queue", "worker", "attempt", "started", "silent_for")
     ordering = ("alive_at",)
 
     def list_annotations(self) -> dict[str, Any]:
         return {"silent_for_": _since("alive_at")}
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        # The registry once for the page, not a lookup per row: a sort of the whole group
+        # would run a per-row lookup for every Dirty row before the LIMIT.
+        token = _worker_silence.set(silences())
+        try:
+            response = super().changelist_view(request, extra_context)
+            if isinstance(response, TemplateResponse):
+                response.render()  # here, while the registry read is set
+            return response
+        finally:
+            _worker_silence.reset(token)
+
+    @admin.display(description="worker", ordering="worker_id")
+    def worker(self, obj: Task) -> str:
+        """The worker the task was on, and whether the registry has it lost or alive."""
+        if not obj.worker_id:
+            return "-"
+        silent = _worker_silence.get().get(obj.worker_id)
+        if silent is None:
+            state = "not registered"
+        elif silent.total_seconds() > get_settings().DIRTY_AFTER:
+            state = f"lost {duration(silent)} ago"
+        else:
+            state = "alive"
+        return f"{obj.worker_id} ({_cell(state)})"
 
     @admin.display(description="heartbeat stopped", ordering="alive_at")
     def silent_for(self, obj: Task) -> str:
@@ -121,11 +154,11 @@ class DirtyAdmin(ByHand):
         db_now: dt.datetime | None = getattr(obj, "db_now", None)
         silent = db_now - obj.alive_at if db_now is not None and obj.alive_at else None
         return (
-            f"Dirty: its heartbeat stopped {duration(silent)} ago, on worker "
-            f"{obj.worker_id or '(none)'}, more than DIRTY_AFTER "
-            f"({get_settings().DIRTY_AFTER:g} s) ago. That worker was stopped, froze or lost "
-            "the database while the task ran; whether the task finished is not known. Run "
-            "it again (an outcome the old attempt reports late is discarded) or delete it."
+            f"Dirty: its heartbeat stopped {duration(silent)} ago, more than DIRTY_AFTER "
+            f"({get_settings().DIRTY_AFTER:g} s) ago, on {describe_worker(obj.worker_id)}. "
+            "That worker was stopped, froze or lost the database while the task ran; whether "
+            "the task finished is not known. Run it again (an outcome the old attempt "
+            "reports late is discarded) or delete it."
         )
 
 

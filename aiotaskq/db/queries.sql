@@ -268,6 +268,22 @@ WHERE t.id = held.id
 RETURNING t.id;
 
 
+-- name: worker_beat
+-- The worker's row in the registry (aiotaskq workers), every beat: an upsert, so a row the
+-- pruner or a person deleted comes back. Only this worker writes its row (no waits); alive_at
+-- and in_flight are in no index, so the update is HOT.
+INSERT INTO aiotaskq_worker AS w (id, host, pid, queues, concurrency, in_flight, started_at, alive_at)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s, %(in_flight)s,
+        %(started_at)s, now())
+ON CONFLICT (id) DO UPDATE SET in_flight = EXCLUDED.in_flight, alive_at = now();
+
+
+-- name: worker_leave
+-- A worker that stops cleanly leaves the registry at once (a killed one is seen lost once
+-- its row is older than DIRTY_AFTER, and pruned a day later: worker_prune).
+DELETE FROM aiotaskq_worker WHERE id = %(id)s;
+
+
 -- name: checkpoint
 -- A task's save_checkpoint(): durable at once, and only while the attempt holds the lease (a
 -- late writer changes nothing and is told). It counts as a beat. The row lock is waited for:
@@ -325,6 +341,12 @@ WHERE id IN (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 );
+
+
+-- name: worker_prune
+-- Workers lost for over a day (killed, never stopped cleanly): the Dirty view names a lost
+-- worker until then. No worker writes a row that old, so nothing waits.
+DELETE FROM aiotaskq_worker WHERE alive_at < now() - interval '1 day';
 
 
 -- name: unique_prune
@@ -736,6 +758,16 @@ FROM aiotaskq_task
 WHERE state = 'running' AND started_at IS NOT NULL AND progress IS NOT NULL
 ORDER BY started_at
 LIMIT %(limit)s;
+
+
+-- name: workers
+-- The registry (aiotaskq workers, health): every worker row with whether its heartbeat is
+-- fresh (alive) by the database's clock. A plain read: it takes no lock.
+SELECT id, host, pid, queues::text, concurrency, in_flight, started_at, alive_at,
+       alive_at > now() - make_interval(secs => %(dirty_after)s) AS alive,
+       extract(epoch FROM now() - alive_at)::float8 AS silent_s
+FROM aiotaskq_worker
+ORDER BY host, started_at, id;
 
 
 -- name: limits_status

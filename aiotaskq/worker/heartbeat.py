@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 
-from ..db import finish
+from ..db import finish, workers
 from ..db.connect import WorkerDatabase
 from ..errors import DatabaseError, DatabaseUnreachable
 from .executor import Executor
@@ -20,7 +20,8 @@ logger = logging.getLogger(__name__)
 class Heartbeat:
     """Every ``interval`` seconds, one statement refreshes ``alive_at`` of every task this
     worker holds (running, or finished with its outcome not yet written), and writes the
-    progress its tasks set since the last beat (``set_progress``).
+    progress its tasks set since the last beat (``set_progress``); another writes the
+    worker's own row in the registry (``aiotaskq workers``), at once on start too.
 
     The beat also measures how late the loop woke it: a stall longer than a beat means a task
     blocked the loop (a blocking call inside ``async def``); it is logged with the names of
@@ -34,8 +35,10 @@ class Heartbeat:
         reporter: Reporter,
         worker_id: str,
         interval: float,
+        record: workers.WorkerRecord | None = None,
     ) -> None:
         self._db = db
+        self._record = record
         self._executor = executor
         self._reporter = reporter
         self._worker_id = worker_id
@@ -43,6 +46,7 @@ class Heartbeat:
 
     async def run(self) -> None:
         """Beat until cancelled; a failed beat is logged and the next one tried."""
+        await self.beat()  # the worker shows in the registry from its start
         while True:
             expected = time.monotonic() + self._interval
             await asyncio.sleep(self._interval)
@@ -61,11 +65,15 @@ class Heartbeat:
 
     async def beat(self) -> None:
         leases = [j.lease for j in self._executor.jobs.values()] + self._reporter.unwritten()
-        if not leases:
+        if not leases and self._record is None:
             return
-        progress = self._executor.progress()
+        progress = self._executor.progress() if leases else {}
         try:
             async with self._db.connection("Writing the heartbeat") as conn:
+                if self._record is not None:
+                    await workers.beat(conn, self._record, len(self._executor.jobs))
+                if not leases:
+                    return
                 held = await finish.heartbeat(conn, leases, self._worker_id, progress)
         except DatabaseUnreachable:
             self._executor.put_back_progress(progress)

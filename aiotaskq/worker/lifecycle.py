@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import importlib
 import logging
@@ -17,9 +18,10 @@ import anyio
 from django.utils.module_loading import autodiscover_modules
 
 from ..conf import get_settings
+from ..db import workers
 from ..db.claim import LimitTable
 from ..db.connect import WorkerDatabase
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, DatabaseError
 from ..tasks.enqueue import validate_queue
 from ..tasks.registry import registered
 from .dbthreads import DatabaseThreads
@@ -138,6 +140,7 @@ class Worker:
             threads=shared_threads + sum(self.lanes.threads.values()),
             db_threads=self.config.db_threads,
         )
+        self._started_at = dt.datetime.now(dt.UTC)
         self._stopping: asyncio.Event | None = None
         self._forced: asyncio.Event | None = None
         self._stop_requests = 0
@@ -302,6 +305,7 @@ class Worker:
         finally:
             executor.shutdown_threads()
             await db_threads.close()
+            await self._leave(db)
             await db.close()
             logger.info("worker.stopped: %s", self.id, extra={"worker_id": self.id})
 
@@ -316,7 +320,9 @@ class Worker:
         """The loops that run beside the fetcher, by name; each is supervised."""
         settings = get_settings()
         extra = {"worker_id": self.id}
-        heartbeat = Heartbeat(db, executor, reporter, self.id, settings.HEARTBEAT_INTERVAL)
+        heartbeat = Heartbeat(
+            db, executor, reporter, self.id, settings.HEARTBEAT_INTERVAL, self.record()
+        )
         rescuer = Rescuer(db, self.queues, settings.DIRTY_AFTER, self.id)
         pruner = Pruner(db, self.id)
         keeper = TableKeeper(db, self.id)
@@ -387,6 +393,38 @@ class Worker:
         if self._recycler.watches:
             loops.append(("recycler", self._recycler.run))
         return loops
+
+    def record(self) -> workers.WorkerRecord:
+        """This worker's row in the registry (``aiotaskq workers``)."""
+        caps = {
+            queue: lane.capacity if lane.capped else None
+            for lane in self.lanes.lanes
+            for queue in lane.queues
+        }
+        return workers.WorkerRecord(
+            id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues={queue: caps.get(queue) for queue in self.queues},
+            concurrency=self.config.concurrency,
+            started_at=self._started_at,
+        )
+
+    async def _leave(self, db: WorkerDatabase) -> None:
+        """Delete this worker's row from the registry: it stopped cleanly. With the database
+        gone, the row stays and shows the worker lost once it is older than DIRTY_AFTER."""
+        if not db.available.is_set():
+            return
+        try:
+            with anyio.fail_after(5), anyio.CancelScope(shield=True):
+                async with db.connection("Leaving the registry of workers") as conn:
+                    await workers.leave(conn, self.id)
+        except (TimeoutError, DatabaseError) as exc:
+            logger.warning(
+                "worker.not_unregistered: %s; its row shows it lost after DIRTY_AFTER",
+                exc or "timed out",
+                extra={"worker_id": self.id},
+            )
 
     async def _database_back(self, reporter: Reporter, wake: asyncio.Event, outage: float) -> None:
         """The database answers again: claim at once, and say so once the outcomes kept

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from ..db import finish, rotate, unique, upkeep, waiting
+from ..db import finish, rotate, unique, upkeep, waiting, workers
 from ..db.connect import WorkerDatabase
 
 __all__ = ["Pruner", "Rotator", "TableKeeper"]
@@ -28,8 +28,9 @@ _KEY_BATCHES = 20
 
 
 class Pruner:
-    """Deletes expired results, the waiters left by processes that went away, and the unique
-    keys of tasks that have ended, in bounded batches (every minute, from the worker)."""
+    """Deletes expired results, the waiters left by processes that went away, the unique
+    keys of tasks that have ended, and the registry rows of workers lost for a day, in
+    bounded batches (every minute, from the worker)."""
 
     interval = 60.0
 
@@ -58,6 +59,8 @@ class Pruner:
                 await unique.vacuum_if_needed(conn)
             # And the rate buckets of limit keys that have been full for an hour.
             await unique.prune_buckets(conn, batch)
+            # And the rows of workers lost for over a day.
+            await workers.prune(conn)
         if total:
             logger.info(
                 "results.pruned: %d expired results deleted",

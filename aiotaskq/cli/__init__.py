@@ -1,6 +1,7 @@
-"""The ``aiotaskq`` command: ``run`` a worker, and ``status``, ``retry`` and ``delete`` for a
-look at the queues. ``python manage.py aiotaskq`` uses the same parser and the same error
-boundary (:func:`explain`).
+"""The ``aiotaskq`` command: ``run`` a worker; ``status``, ``workers``, ``health`` and
+``schedules`` to look at the queues and the workers (in :mod:`.looks`); ``retry`` and
+``delete`` to act on tasks by hand. ``python manage.py aiotaskq`` uses the same parser and
+the same error boundary (:func:`explain`).
 
 A mistake on the command line or in the configuration is one line on stderr and exit status 2;
 ``--traceback`` shows the full traceback instead. Anything else (a bug) keeps its traceback.
@@ -11,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import importlib
-import json
 import logging
 import math
 import os
@@ -25,8 +24,8 @@ from typing import Any, NoReturn
 
 import psycopg
 
-from .errors import DatabaseError, InvalidQueueName, InvalidWorkerOptions
-from .tasks.enqueue import validate_queue
+from ..errors import DatabaseError, InvalidQueueName, InvalidWorkerOptions
+from ..tasks.enqueue import validate_queue
 
 __all__ = ["Mistake", "OneLineErrors", "add_commands", "error_line", "execute", "explain", "main"]
 
@@ -63,6 +62,22 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "dirty (their worker's heartbeat stopped), failed and succeeded (kept results), with\n"
         "the age of the oldest pending task.",
         "  {prog} status --settings mysite.settings\n  {prog} status --json",
+    ),
+    "workers": (
+        "list the live workers",
+        "List the live workers: id, host, pid, queues (with their caps), concurrency, tasks\n"
+        "in flight, when each started and when its heartbeat last wrote. A worker that stops\n"
+        "cleanly leaves the list at once; a killed one after DIRTY_AFTER (--all shows it,\n"
+        "lost, for a day).",
+        "  {prog} workers --settings mysite.settings\n  {prog} workers --json",
+    ),
+    "health": (
+        "exit 0 if a worker of this host is alive (for probes)",
+        "Exit 0 when a worker on this host (its name, or --host) has written its heartbeat\n"
+        "within DIRTY_AFTER; else print why and exit 1. With --queue, any worker that takes\n"
+        "the queue counts, wherever it runs. For liveness probes: a worker whose event loop\n"
+        "is blocked stops beating.",
+        "  {prog} health --settings mysite.settings\n  {prog} health --queue webhooks",
     ),
     "schedules": (
         "list the periodic schedules",
@@ -122,7 +137,7 @@ def version() -> str:
     try:
         return distribution_version("django-aiotaskq")
     except PackageNotFoundError:  # run from a source tree that is not installed
-        from . import __version__
+        from .. import __version__
 
         return __version__
 
@@ -133,13 +148,14 @@ def add_commands(
     settings_option: bool = True,
     parser_class: type[argparse.ArgumentParser] = OneLineErrors,
 ) -> None:
-    """Add the ``run``, ``status``, ``retry`` and ``delete`` sub-commands to ``parser``.
+    """Add the sub-commands (``run``, ``status``, ``workers``, ``health``, ``schedules``,
+    ``retry``, ``delete``) to ``parser``.
     ``manage.py`` has its own ``--settings``, so it passes ``settings_option=False``, and its
     own parser class (Django's, with one-line errors)."""
     sub = parser.add_subparsers(
         dest="command",
         required=True,
-        metavar="{run,status,retry,delete}",
+        metavar="{run,status,workers,health,schedules,retry,delete}",
         title="commands",
         parser_class=parser_class,
     )
@@ -204,6 +220,23 @@ def add_commands(
     status = add("status")
     status.add_argument("--json", action="store_true", help="print JSON")
     _add_common(status, settings_option)
+    listing = add("workers")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument(
+        "--all", action="store_true", help="the lost workers too (killed, not yet pruned)"
+    )
+    _add_common(listing, settings_option)
+    health = add("health")
+    health.add_argument(
+        "--queue",
+        type=_queue,
+        help="alive when any worker that takes this queue is (anywhere), not this host's",
+    )
+    health.add_argument(
+        "--host",
+        help="the host whose workers to look at (default: this one's name)",
+    )
+    _add_common(health, settings_option)
     listing = add("schedules")
     listing.add_argument("--json", action="store_true", help="print JSON")
     _add_common(listing, settings_option)
@@ -370,7 +403,8 @@ def execute(options: argparse.Namespace) -> int:
     Raises:
         Mistake, ConfigurationError, DatabaseError: see :func:`explain`.
     """
-    from .conf import get_settings
+    from ..conf import get_settings
+    from . import looks
 
     get_settings()  # a bad AIOTASKQ key or value shows before the command does anything
     if options.command == "run":
@@ -378,69 +412,17 @@ def execute(options: argparse.Namespace) -> int:
     if options.command in ("retry", "delete"):
         return _by_hand(options)
     if options.command == "schedules":
-        return _schedules(options)
-    return _status(options)
-
-
-def _schedules(options: argparse.Namespace) -> int:
-    from .db.schedules import list_rows
-    from .tasks.periodic import schedules
-    from .worker.lifecycle import import_task_modules
-
-    import_task_modules()
-    rows = _asyncio_run(list_rows())
-    listed = []
-    for schedule in schedules():
-        row = rows.get(schedule.name, {})
-        now = row.get("now") or dt.datetime.now(dt.UTC)
-        last_tick = row.get("last_tick")
-        upcoming = schedule.next_after(max(now, last_tick) if last_tick else now)
-        listed.append(
-            {
-                "name": schedule.name,
-                "task": schedule.task.name,
-                "cron": schedule.cron.expression if schedule.cron else None,
-                "every": schedule.every,
-                "tz": schedule.tz.key,
-                "last_run": _iso(row.get("last_run"), schedule.tz),
-                "next_run": _iso(upcoming, schedule.tz),
-                "paused": bool(row.get("paused", False)),
-            }
-        )
-    if options.json:
-        print(json.dumps({"schedules": listed}, indent=2))
-        return 0
-    if not listed:
-        print("no schedules: no @periodic task in the modules a worker imports")
-        return 0
-    header: tuple[str, ...] = ("schedule", "task", "when", "last run", "next run", "paused")
-    table: list[tuple[str, ...]] = [
-        header,
-        *[
-            (
-                str(s["name"]),
-                str(s["task"]),
-                f"cron {s['cron']} ({s['tz']})" if s["cron"] else f"every {s['every']:g} s",
-                str(s["last_run"] or "-"),
-                str(s["next_run"] or "-"),
-                "yes" if s["paused"] else "",
-            )
-            for s in listed
-        ],
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
-
-
-def _iso(moment: dt.datetime | None, tz: Any) -> str | None:
-    return None if moment is None else moment.astimezone(tz).isoformat()
+        return looks.show_schedules(options)
+    if options.command == "workers":
+        return looks.show_workers(options)
+    if options.command == "health":
+        return looks.check_health(options)
+    return looks.show_status(options)
 
 
 def _by_hand(options: argparse.Namespace) -> int:
-    from .conf import get_settings
-    from .db import control
+    from ..conf import get_settings
+    from ..db import control
 
     if not options.ids and not (options.failed or options.dirty):
         raise Mistake("name task ids, or pass --failed and/or --dirty")
@@ -459,9 +441,9 @@ def _by_hand(options: argparse.Namespace) -> int:
 
 
 def _run(options: argparse.Namespace) -> int:
-    from .worker import Worker, WorkerConfig
-    from .worker.recycle import REPLACE_ME, Recycling
-    from .worker.shutdown import ignore_stop_signals, install_signal_handlers
+    from ..worker import Worker, WorkerConfig
+    from ..worker.recycle import REPLACE_ME, Recycling
+    from ..worker.shutdown import ignore_stop_signals, install_signal_handlers
 
     if options.processes is not None and not options.supervised:
         return _supervise(options)
@@ -526,7 +508,7 @@ def _run(options: argparse.Namespace) -> int:
 
 def _supervise(options: argparse.Namespace) -> int:
     """``run --processes N``: a supervisor of N children, each this same command line."""
-    from .worker.supervisor import Supervisor, child_command
+    from ..worker.supervisor import Supervisor, child_command
 
     command = getattr(options, "respawn", None)
     if command is None:
@@ -541,125 +523,6 @@ def _supervise(options: argparse.Namespace) -> int:
 def own_command_line() -> list[str]:
     """This process's command line, to start another like it (``--processes``)."""
     return [sys.executable, *sys.orig_argv[1:]]
-
-
-def _status(options: argparse.Namespace) -> int:
-    from .conf import get_settings
-    from .db.status import QueueStatus, in_progress, limits_status, queue_status
-    from .tasks.registry import registered
-    from .worker.lifecycle import import_task_modules
-
-    settings = get_settings()
-    rows = _asyncio_run(queue_status(settings.DIRTY_AFTER))
-    import_task_modules()  # the limits are the tasks' own
-    known = registered()
-    keys = []
-    for k in _asyncio_run(limits_status(settings.DIRTY_AFTER)):
-        limits = getattr(known.get(k.name), "limits", None)
-        keys.append(
-            {
-                "task": k.name,
-                "key": k.key,
-                "running": k.running,
-                "max_concurrent": limits.max_concurrent if limits else None,
-                "rate_limit": limits.rate_limit if limits else None,
-                "waiting": k.waiting,
-            }
-        )
-    # The queues of AIOTASKQ["QUEUES"] show even with no task, for their caps.
-    seen = {r.queue for r in rows}
-    rows += [QueueStatus.empty(q) for q in settings.QUEUES if q not in seen]
-    rows.sort(key=lambda r: r.queue)
-    caps = {q: options_.concurrency for q, options_ in settings.QUEUES.items()}
-    if options.json:
-        print(
-            json.dumps(
-                {
-                    "queues": {
-                        r.queue: {
-                            "pending": r.pending,
-                            "future": r.future,
-                            "active": r.active,
-                            "dirty": r.dirty,
-                            "failed": r.failed,
-                            "succeeded": r.succeeded,
-                            "oldest_pending_age_s": r.oldest_pending_age_s,
-                            # AIOTASKQ["QUEUES"]: the most of its tasks one worker runs at
-                            # once (null: no cap), and the slots its running tasks hold now
-                            # over all workers.
-                            "cap_per_worker": caps.get(r.queue),
-                            "slots_in_use": r.active,
-                        }
-                        for r in rows
-                    },
-                    # Running tasks that report their progress (set_progress), the
-                    # longest-running first, at most 100.
-                    "in_progress": _asyncio_run(in_progress()),
-                    # Limit keys in use (docs/limits.md): seats taken (running) of
-                    # max_concurrent, the rate, and the tasks waiting for a seat or a token.
-                    "limits": keys,
-                },
-                indent=2,
-            )
-        )
-        return 0
-    header = (
-        *("queue", "pending", "future", "active", "dirty", "failed", "succeeded"),
-        "oldest pending",
-        "cap/worker",
-    )
-    table = [header] + [
-        (
-            r.queue,
-            str(r.pending),
-            str(r.future),
-            str(r.active),
-            str(r.dirty),
-            str(r.failed),
-            str(r.succeeded),
-            "-" if r.oldest_pending_age_s is None else f"{r.oldest_pending_age_s:.1f} s",
-            str(caps.get(r.queue) or "-"),
-        )
-        for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print(
-            "  ".join(
-                cell.ljust(w) if i == 0 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-    if not rows:
-        print("(no tasks)")
-    if keys:
-        print()
-        _print_table(
-            ("task", "limit key", "running", "rate", "waiting"),
-            [
-                (
-                    k["task"],
-                    k["key"],
-                    f"{k['running']}/{k['max_concurrent'] or '-'}",
-                    k["rate_limit"] or "-",
-                    str(k["waiting"]),
-                )
-                for k in keys
-            ],
-        )
-    return 0
-
-
-def _print_table(header: tuple[str, ...], body: list[tuple[str, ...]]) -> None:
-    table = [header, *body]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print(
-            "  ".join(
-                cell.ljust(w) if i < 2 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
 
 
 def setup_django(settings_module: str | None) -> None:
@@ -722,7 +585,7 @@ def explain(exc: BaseException) -> str | None:
     anything else is a bug and keeps its traceback."""
     from django.core.exceptions import ImproperlyConfigured
 
-    from .errors import ConfigurationError
+    from ..errors import ConfigurationError
 
     if isinstance(exc, Mistake | InvalidWorkerOptions):
         return str(exc)
@@ -754,7 +617,7 @@ def _database_problem(exc: DatabaseError) -> str | None:
     if isinstance(driver, psycopg.OperationalError) and (
         driver.sqlstate is None or driver.sqlstate.startswith(_UNREACHABLE)
     ):
-        from .conf import get_settings
+        from ..conf import get_settings
 
         alias = get_settings().DATABASE
         return (
@@ -779,7 +642,7 @@ def _driver_error(exc: BaseException) -> psycopg.Error | None:
 def _address() -> str:
     """Where the task table's database is, as libpq will look for it (the ``PG*`` variables
     fill in what the settings leave out)."""
-    from .db.connect import conninfo
+    from ..db.connect import conninfo
 
     params = psycopg.conninfo.conninfo_to_dict(conninfo())
     host = str(params.get("host") or os.environ.get("PGHOST") or "the local socket")
@@ -817,7 +680,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(error_line(options.command, message), file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
