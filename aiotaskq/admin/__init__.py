@@ -1,7 +1,7 @@
 """The Django admin of aiotaskq (with ``django.contrib.admin`` installed): Pending, Future,
 Active, Dirty, Failed and Succeeded tasks (kept results), each its own view with its own
-permissions, a summary by queue and task name, and the periodic schedules. See "The admin" in
-docs/guide.md."""
+permissions, a summary by queue and task name, and the periodic schedules. See
+docs/admin.md."""
 
 from __future__ import annotations
 
