@@ -1,7 +1,7 @@
 """The Django admin of aiotaskq (with ``django.contrib.admin`` installed): Pending, Future,
 Active, Dirty, Failed and Succeeded tasks (kept results), each its own view with its own
 permissions, a summary by queue and task name, the periodic schedules, and the workers. See
-"The admin" in docs/guide.md."""
+docs/admin.md."""
 
 from __future__ import annotations
 

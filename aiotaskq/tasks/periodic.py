@@ -153,7 +153,8 @@ def periodic(
         every: seconds (or a ``timedelta``) between ticks, at multiples of it since the
             Unix epoch. Exactly one of ``cron`` and ``every``.
         tz: the IANA time zone of ``cron`` (default: Django's ``TIME_ZONE``).
-        args, kwargs: the arguments of each run (JSON, as for ``delay``).
+        args: the positional arguments of each run (JSON, as for ``delay``).
+        kwargs: the keyword arguments of each run (JSON).
         name: the schedule's id (default: the task's name); two schedules of one task need
             names of their own.
         catch_up: after a downtime, run the most recent missed tick once (``"latest"``),
