@@ -55,6 +55,13 @@ class PgBouncer:
     def __init__(self, binary: str) -> None:
         self.version = _version(binary)
         self.dir = Path(tempfile.mkdtemp(prefix="aiotaskq-pgbouncer-"))
+        try:
+            self._start(binary)
+        except BaseException:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+
+    def _start(self, binary: str) -> None:
         self.dir.chmod(0o755)  # read by the pooler's own user when this runs as root
         self.port = load_pgserver()._free_port()
         direct = psycopg.conninfo.conninfo_to_dict(task_conninfo())
