@@ -59,10 +59,8 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-
 from .conf import get_settings
-from .db.connect import close_enqueue_pools, conninfo, translate_errors
+from .db.connect import close_enqueue_pools, new_connection, translate_errors
 from .errors import ConfigurationError
 from .worker import Worker, WorkerConfig
 from .worker.lanes import plan_lanes
@@ -210,7 +208,7 @@ async def _check_database() -> None:
     # Without this, a worker that cannot connect retries for 30 s and then reports only a
     # timeout; here the start fails at once, with libpq's reason (refused, bad password...).
     with translate_errors("Connecting to the database"):
-        conn = await psycopg.AsyncConnection.connect(conninfo(), connect_timeout=_CONNECT_TIMEOUT)
+        conn = await new_connection(connect_timeout=_CONNECT_TIMEOUT)
         await conn.close()
 
 

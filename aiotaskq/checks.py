@@ -11,6 +11,7 @@ from django.core import checks
 from django.db import connections
 
 from .conf import get_settings
+from .db.prepare import prepares
 from .errors import ConfigurationError
 
 __all__ = ["check_configuration"]
@@ -82,6 +83,18 @@ def check_configuration(
                 id="aiotaskq.W001",
                 hint='Set AIOTASKQ["LISTEN_DSN"] to a direct connection string, or '
                 'AIOTASKQ["LISTEN"] = False to wake workers by polling only.',
+            )
+        )
+    if prepares() and (where := _pooler_hint(alias)):
+        messages.append(
+            checks.Warning(
+                f"The database {alias!r} looks like a connection pooler ({where}); aiotaskq's "
+                "connections prepare their statements, which a pooler in transaction mode "
+                "cannot keep before PgBouncer 1.21 (the worker fails with 'prepared statement "
+                "... does not exist').",
+                id="aiotaskq.W003",
+                hint='Set AIOTASKQ["PREPARE"] = False (or OPTIONS {"prepare_threshold": None} '
+                "in the database's settings). A pooler in session mode needs neither.",
             )
         )
     if getattr(django_settings, "CELERY_TASK_ALWAYS_EAGER", False) and not django_settings.DEBUG:

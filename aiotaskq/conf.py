@@ -93,6 +93,13 @@ class Settings:
     #: A connection string for the listening connection when the Django database goes
     #: through a pooler that cannot hold a session.
     LISTEN_DSN: str | None = None
+    #: Whether aiotaskq's own connections (the worker's, the async enqueue pool's) prepare
+    #: their statements and keep the worker's session settings. ``None``: they do, unless
+    #: ``DATABASES[DATABASE]["OPTIONS"]["prepare_threshold"]`` is set to ``None`` (the user
+    #: told Django the same). ``False`` behind a pooler in transaction mode, which hands
+    #: each transaction to any server connection: a statement prepared on one is missing
+    #: on the next, and a ``SET`` would reach other clients of the pool.
+    PREPARE: bool | None = None
     #: Largest size of the worker's connection pool (claims, acks, heartbeats).
     WORKER_POOL_SIZE: int = 3
     #: Largest size of the pool used by ``adelay`` / ``aapply_async`` in each event loop.
@@ -228,6 +235,12 @@ def _coerce(name: str, value: Any) -> Any:
     if name == "LISTEN_DSN":
         if value is not None and not isinstance(value, str):
             raise ConfigurationError(f'AIOTASKQ["LISTEN_DSN"] must be a string, got {value!r}.')
+        return value
+    if name == "PREPARE":
+        if value is not None and not isinstance(value, bool):
+            raise ConfigurationError(
+                f'AIOTASKQ["PREPARE"] must be True, False or None, got {shown(value)}.'
+            )
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):

@@ -69,6 +69,20 @@ if os.environ.get("AIOTASKQ_TEST_QUEUES"):
     import json
 
     AIOTASKQ["QUEUES"] = json.loads(os.environ["AIOTASKQ_TEST_QUEUES"])
+if os.environ.get("AIOTASKQ_TEST_SETTINGS"):
+    # More AIOTASKQ keys for one process (tests/test_pgbouncer.py), as JSON.
+    import json
+
+    AIOTASKQ.update(json.loads(os.environ["AIOTASKQ_TEST_SETTINGS"]))
+if os.environ.get("AIOTASKQ_TEST_POOLER"):
+    # A process whose PGPORT is PgBouncer's, in transaction mode (tests/test_pgbouncer.py):
+    # a server-side cursor needs the session that the pooler does not keep.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+if os.environ.get("AIOTASKQ_TEST_DB_OPTIONS"):
+    # DATABASES["default"]["OPTIONS"] for one process, as JSON (tests/test_pgbouncer.py).
+    import json
+
+    DATABASES["default"]["OPTIONS"] = json.loads(os.environ["AIOTASKQ_TEST_DB_OPTIONS"])
 LOGGING_CONFIG = None
 # Like a deployment that keeps connections: close_old_connections() around each sync task
 # then reuses them instead of reconnecting per task.

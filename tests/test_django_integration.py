@@ -41,13 +41,83 @@ def test_a_pooler_without_a_listen_dsn_gets_a_warning() -> None:
     port = conf["PORT"]
     conf["PORT"] = "6432"  # pgbouncer's port
     try:
-        assert _ids(check_configuration()) == ["aiotaskq.W001"]
-        with override_settings(AIOTASKQ={"LISTEN_DSN": "host=db port=5432"}):
+        with override_settings(AIOTASKQ={"PREPARE": False}):
+            assert _ids(check_configuration()) == ["aiotaskq.W001"]
+        with override_settings(AIOTASKQ={"PREPARE": False, "LISTEN_DSN": "host=db port=5432"}):
             assert check_configuration() == []
+        with override_settings(AIOTASKQ={"PREPARE": False, "LISTEN": False}):
+            assert check_configuration() == []
+    finally:
+        conf["PORT"] = port
+
+
+def test_a_pooler_with_prepared_statements_gets_a_warning() -> None:
+    from django.db import connections
+
+    conf = connections.settings["default"]
+    port = conf["PORT"]
+    conf["PORT"] = "6432"
+    try:
+        with override_settings(AIOTASKQ={"LISTEN": False}):
+            (message,) = check_configuration()
+        assert message.id == "aiotaskq.W003"
+        assert 'AIOTASKQ["PREPARE"] = False' in (message.hint or "")
+        with override_settings(AIOTASKQ={"LISTEN": False, "PREPARE": False}):
+            assert check_configuration() == []
+        # Django's OPTIONS saying the same is enough.
+        conf["OPTIONS"] = {**conf["OPTIONS"], "prepare_threshold": None}
         with override_settings(AIOTASKQ={"LISTEN": False}):
             assert check_configuration() == []
     finally:
         conf["PORT"] = port
+        conf["OPTIONS"].pop("prepare_threshold", None)
+
+
+@pytest.mark.parametrize("value", [0, 1, "no", "False"])
+def test_prepare_must_be_a_bool_or_none(value: object) -> None:
+    with override_settings(AIOTASKQ={"PREPARE": value}):
+        (message,) = check_configuration()
+    assert message.id == "aiotaskq.E001"
+    assert message.msg == f'AIOTASKQ["PREPARE"] must be True, False or None, got {value!r}.'
+
+
+def test_prepare_follows_django_options_unless_set() -> None:
+    from django.db import connections
+
+    from aiotaskq.db.prepare import prepares
+
+    options = connections.settings["default"]["OPTIONS"]
+    assert prepares()  # the default: Django's OPTIONS say nothing of it
+    try:
+        options["prepare_threshold"] = None
+        assert not prepares()
+        with override_settings(AIOTASKQ={"PREPARE": True}):
+            assert prepares()
+        options["prepare_threshold"] = 5
+        assert prepares()
+        with override_settings(AIOTASKQ={"PREPARE": False}):
+            assert not prepares()
+    finally:
+        options.pop("prepare_threshold", None)
+
+
+@pytest.mark.parametrize("prepare", [None, False])
+async def test_the_worker_connections_with_and_without_prepare(prepare: bool | None) -> None:
+    """The default is unchanged: every statement prepared from its first run, and the
+    session settings. With PREPARE off: nothing prepared and no SET."""
+    from aiotaskq.db.connect import WorkerDatabase
+
+    with override_settings(AIOTASKQ={"PREPARE": prepare}):
+        database = WorkerDatabase("aiotaskq-test-prepare", 1)
+        await database.open(wait=False)
+        try:
+            async with database.connection("Looking") as conn:
+                cur = await conn.execute("SHOW enable_seqscan")
+                row = await cur.fetchone()
+                threshold = conn.prepare_threshold
+        finally:
+            await database.close()
+    assert (threshold, row) == ((0, ("off",)) if prepare is None else (None, ("on",)))
 
 
 def test_the_checks_are_registered() -> None:

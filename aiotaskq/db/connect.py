@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..conf import get_settings
 from ..errors import ConfigurationError, DatabaseError, DatabaseUnreachable
+from .prepare import REMEDY, prepared_lost, prepares, unprepared
 
 __all__ = [
     "WorkerDatabase",
@@ -27,6 +28,7 @@ __all__ = [
     "conninfo",
     "enqueue_pool",
     "is_connection_error",
+    "new_connection",
     "translate_errors",
 ]
 
@@ -74,41 +76,63 @@ def conninfo(alias: str | None = None) -> str:
     return make_conninfo(**params)
 
 
+async def new_connection(dsn: str | None = None, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
+    """A new session connection (never from a pool) to the task database, or to ``dsn``,
+    that prepares its statements as :func:`prepares` says. ``kwargs`` go to psycopg.
+
+    Raises:
+        psycopg.Error: as ``psycopg.AsyncConnection.connect``.
+    """
+    return await psycopg.AsyncConnection.connect(dsn or conninfo(), **kwargs, **unprepared())
+
+
 @contextlib.contextmanager
 def translate_errors(action: str) -> Iterator[None]:
     """Re-raise driver errors as :class:`DatabaseError` naming ``action``: psycopg's own, and
-    Django's (its cursor wraps psycopg's errors in ``django.db.Error``)."""
+    Django's (its cursor wraps psycopg's errors in ``django.db.Error``). A prepared statement
+    lost behind a pooler gets the remedy in the message."""
     try:
         yield
     except (psycopg.Error, django_db.Error) as exc:
-        raise DatabaseError(f"{action} failed: {exc}".rstrip()) from exc
+        remedy = REMEDY if prepared_lost(exc) else ""
+        raise DatabaseError(f"{action} failed: {exc}".rstrip() + remedy) from exc
 
 
 async def _configure_worker_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    if conn.prepare_threshold is None:
+        # Nothing is prepared (AIOTASKQ["PREPARE"]): most likely a pooler in transaction mode
+        # stands in between, where a SET would change whichever server connection ran it,
+        # other clients' too, and not this connection's next statement. The last two
+        # settings matter mostly for prepared plans anyway.
+        return
+    # None of these is prepared: each runs once per connection (and behind a pooler that
+    # loses prepared statements, the first real statement tells, in connection()).
     # Claims, heartbeats and acks need not wait for the WAL flush: under at-least-once a lost
     # claim only puts the task back, and a lost ack leaves a running row that turns Dirty.
     # Only a crash of PostgreSQL itself (not of the worker) can lose such a commit.
-    await conn.execute("SET synchronous_commit = off")
+    await conn.execute("SET synchronous_commit = off", prepare=False)
     # Every statement of the worker finds its rows through an index. Its statements are
     # prepared, and a plan PostgreSQL caches while the table is empty (a worker started
     # before the first enqueue) or its statistics are stale (autovacuum off or behind)
     # would scan the whole table on every ack once the table has grown: this keeps every
     # plan, cached or not, on the indexes.
-    await conn.execute("SET enable_seqscan = off")
+    await conn.execute("SET enable_seqscan = off", prepare=False)
     # ... and each execution is planned for the table as it is then. Every ten seconds one
     # of the ring's segments is emptied by TRUNCATE (aiotaskq/db/rotate.py); a plan cached
     # just after, while the segment holds nothing, reads its whole id index for every id
     # once it has filled again, and under a held xmin horizon, where the dead entries stay,
     # that took the ack and the heartbeat seconds for a whole turn of the ring. Parsing stays
     # prepared; planning one of these statements costs a fraction of a millisecond.
-    await conn.execute("SET plan_cache_mode = force_custom_plan")
+    await conn.execute("SET plan_cache_mode = force_custom_plan", prepare=False)
 
 
 def is_connection_error(exc: BaseException) -> bool:
     """Whether a failure is the connection's (the server is gone or restarting, the
     connection was cut, none could be had in time) rather than the statement's own (a value
-    PostgreSQL refused): the first kind is worth trying again as it is, the second is not."""
-    if isinstance(exc, DatabaseUnreachable):
+    PostgreSQL refused): the first kind is worth trying again as it is, the second is not.
+    A prepared statement lost behind a pooler is of the first kind: the worker then stops
+    preparing (:meth:`WorkerDatabase.connection`), and the same statement goes through."""
+    if isinstance(exc, DatabaseUnreachable) or prepared_lost(exc):
         return True
     cause = exc.__cause__ if isinstance(exc, DatabaseError) else exc
     if isinstance(cause, django_db.Error) and cause.__cause__ is not None:
@@ -151,6 +175,9 @@ class WorkerDatabase:
     def __init__(self, name: str, pool_size: int) -> None:
         self._name = name
         self._pool_size = pool_size
+        #: Whether the pool's connections prepare their statements (:func:`prepares`, until
+        #: a pooler loses one: :meth:`_stop_preparing`).
+        self._prepare = True
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._conninfo = ""
         #: Set while the database answers.
@@ -172,16 +199,23 @@ class WorkerDatabase:
             max_size=self._pool_size,
             kwargs={
                 "autocommit": True,
-                "prepare_threshold": 0,
+                # Every statement prepared from its first run: the worker runs a few
+                # statements very often. None with AIOTASKQ["PREPARE"] off.
+                "prepare_threshold": 0 if self._prepare else None,
                 "connect_timeout": int(CONNECT_TIMEOUT),
             },
-            configure=_configure_worker_connection,
+            configure=self._configure,
             name=self._name,
             open=False,
             # Outages are this class's business (see above): the pool tries a lost connection
             # again for a few seconds only, never with the long backoff it uses by itself.
             reconnect_timeout=5.0,
         )
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if not self._prepare:
+            conn.prepare_threshold = None  # a pool opened before _stop_preparing()
+        await _configure_worker_connection(conn)
 
     async def open(self, *, wait: bool, stopping: asyncio.Event | None = None) -> bool:
         """Connect. With ``wait``, a database that does not answer is waited for (one
@@ -193,6 +227,7 @@ class WorkerDatabase:
                 database), or it does not answer and ``wait`` is false.
         """
         self._conninfo = conninfo()
+        self._prepare = prepares()
         told = False
         while True:
             error = await self._try_connect()
@@ -258,10 +293,14 @@ class WorkerDatabase:
             raise DatabaseUnreachable(f"{action} failed: the database is unreachable")
         try:
             async with pool.connection(timeout=CHECKOUT_TIMEOUT) as conn:
+                if not self._prepare:
+                    conn.prepare_threshold = None  # opened before _stop_preparing()
                 with translate_errors(action):
                     yield conn
         except DatabaseError as exc:
-            if is_connection_error(exc):
+            if prepared_lost(exc):
+                self._stop_preparing(exc)
+            elif is_connection_error(exc):
                 await self.failed()
             raise
         except (psycopg.Error, OSError) as exc:
@@ -269,6 +308,21 @@ class WorkerDatabase:
             error = DatabaseError(f"{action} failed: {exc}".rstrip())
             await self.failed()
             raise error from exc
+
+    def _stop_preparing(self, exc: DatabaseError) -> None:
+        """A pooler lost a prepared statement: prepare nothing from now on, on every
+        connection of the pool (each is told as it is handed out or opened, and the pools
+        that replace it after an outage are opened so). Until then a statement may have
+        found another client's statement under its name: this says so loudly, once."""
+        if not self._prepare:
+            return
+        self._prepare = False
+        logger.error(
+            "database.prepared_lost: %s; the worker prepares no statement from now on. Set "
+            'AIOTASKQ["PREPARE"] = False for a pooler in transaction mode (docs/operations.md, '
+            "PgBouncer)",
+            " ".join(str(exc.__cause__ or exc).split()),
+        )
 
     async def wait_available(self, timeout: float | None = None) -> None:
         """Return when the database answers (at once if it does), or after ``timeout``."""
@@ -393,6 +447,7 @@ async def enqueue_pool() -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
                 kwargs={
                     "autocommit": True,
                     "connect_timeout": max(2, math.ceil(settings.ENQUEUE_TIMEOUT)),
+                    **unprepared(),
                 },
                 name="aiotaskq-enqueue",
                 open=False,

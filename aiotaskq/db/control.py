@@ -8,10 +8,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from django.db import connections, transaction
 
-from .connect import connection, conninfo, translate_errors
+from .connect import connection, new_connection, translate_errors
 from .listen import CONTROL_CHANNEL, channels_for
 from .sql import text
 
@@ -110,7 +109,7 @@ async def requeue(selection: Selection, dirty_after: float) -> list[uuid.UUID]:
     queues at commit. Returns the ids requeued."""
     with translate_errors("Requeueing tasks"):
         async with (
-            await psycopg.AsyncConnection.connect(conninfo()) as conn,
+            await new_connection() as conn,
             conn.transaction(),
         ):
             cur = await conn.execute(text("requeue"), selection.params(dirty_after))
@@ -141,7 +140,7 @@ async def delete(selection: Selection, dirty_after: float) -> list[uuid.UUID]:
     """Delete the selected Failed/Dirty/succeeded tasks in one statement. Returns the ids
     deleted."""
     with translate_errors("Deleting tasks"):
-        async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+        async with await new_connection(autocommit=True) as conn:
             cur = await conn.execute(text("delete"), selection.params(dirty_after))
             return [row[0] for row in await cur.fetchall()]
 

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .connect import conninfo, translate_errors
+from .connect import new_connection, translate_errors
 from .sql import query
 
 __all__ = ["CONTROL_CHANNEL", "LIMITS_PAYLOAD", "channel_for", "channels_for", "connect_listener"]
@@ -47,9 +47,7 @@ async def connect_listener(queues: list[str], dsn: str | None) -> psycopg.AsyncC
         DatabaseError: the connection or a LISTEN failed.
     """
     with translate_errors("Opening the listening connection"):
-        conn = await psycopg.AsyncConnection.connect(
-            dsn or conninfo(), autocommit=True, application_name="aiotaskq-listener"
-        )
+        conn = await new_connection(dsn, autocommit=True, application_name="aiotaskq-listener")
         try:
             for channel in [CONTROL_CHANNEL, *(channel_for(q) for q in queues)]:
                 await conn.execute(query("listen").format(channel=sql.Identifier(channel)))

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from .connect import conninfo, translate_errors
+from .connect import new_connection, translate_errors
 from .listen import channel_for
 from .sql import text
 
@@ -84,7 +84,7 @@ async def list_rows() -> dict[str, dict[str, Any]]:
     """Every schedule's row by name: task, last_tick, last_run, paused, and the database's
     now."""
     with translate_errors("Reading the schedules"):
-        async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+        async with await new_connection(autocommit=True) as conn:
             cur = await conn.execute(text("schedule_list"))
             keys = ("task", "last_tick", "last_run", "paused", "now")
             return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in await cur.fetchall()}

@@ -7,9 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
-
-from .connect import conninfo, translate_errors
+from .connect import new_connection, translate_errors
 from .sql import text
 
 __all__ = ["KeyStatus", "QueueStatus", "in_progress", "limits_status", "queue_status"]
@@ -44,7 +42,7 @@ class QueueStatus:
 async def queue_status(dirty_after: float) -> list[QueueStatus]:
     """One :class:`QueueStatus` per queue that has any row."""
     with translate_errors("Reading the queue status"):
-        async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+        async with await new_connection(autocommit=True) as conn:
             cur = await conn.execute(text("status"), {"dirty_after": dirty_after})
             rows = await cur.fetchall()
     return [
@@ -66,7 +64,7 @@ async def in_progress(limit: int = 100) -> list[dict[str, Any]]:
     """The running tasks that report progress (``set_progress``), the longest-running
     first: id, name, queue, worker, attempt, start, and the progress document."""
     with translate_errors("Reading the tasks in progress"):
-        async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+        async with await new_connection(autocommit=True) as conn:
             cur = await conn.execute(text("in_progress"), {"limit": limit})
             rows = await cur.fetchall()
     return [
@@ -100,7 +98,7 @@ def _key_rows(rows: list[Any]) -> list[KeyStatus]:
 async def limits_status(dirty_after: float, limit: int = 200) -> list[KeyStatus]:
     """The limit keys in use (docs/limits.md), at most ``limit``."""
     with translate_errors("Reading the limits in use"):
-        async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+        async with await new_connection(autocommit=True) as conn:
             cur = await conn.execute(
                 text("limits_status"), {"dirty_after": dirty_after, "limit": limit}
             )

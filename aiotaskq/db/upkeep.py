@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .connect import conninfo, translate_errors
+from .connect import new_connection, translate_errors
 from .rotate import SEGMENTS, segment_table
 from .sql import query, text
 
@@ -61,9 +61,7 @@ async def _maintain(statement: str, *, segments: bool = True) -> bool:
     run in a transaction) if no other worker is keeping the table; return whether it ran.
     Without ``segments``, on the cold partition alone."""
     with translate_errors("Keeping the task table"):
-        conn = await psycopg.AsyncConnection.connect(
-            conninfo(), autocommit=True, application_name="aiotaskq-upkeep"
-        )
+        conn = await new_connection(autocommit=True, application_name="aiotaskq-upkeep")
         async with conn:
             cur = await conn.execute(text("advisory_try"), {"key": UPKEEP_LOCK})
             row = await cur.fetchone()

@@ -12,7 +12,7 @@ import psycopg
 from django.db import connections
 from psycopg import sql
 
-from .connect import connection, conninfo, translate_errors
+from .connect import connection, new_connection, translate_errors
 from .sql import query, text
 
 __all__ = [
@@ -61,9 +61,7 @@ async def connect(listen: bool) -> psycopg.AsyncConnection[Any]:
     """
     name = "aiotaskq-waiter-listener" if listen else "aiotaskq-waiter"
     with translate_errors("Connecting to wait for tasks"):
-        conn = await psycopg.AsyncConnection.connect(
-            conninfo(), autocommit=True, application_name=name
-        )
+        conn = await new_connection(autocommit=True, application_name=name)
         if listen:
             try:
                 await conn.execute(query("listen").format(channel=sql.Identifier(DONE_CHANNEL)))
