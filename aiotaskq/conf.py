@@ -117,6 +117,12 @@ class Settings:
     #: 2}}``). When set, it is also the list of queues: enqueueing to another queue (other
     #: than ``DEFAULT_QUEUE``) raises ``InvalidQueueName``.
     QUEUES: Mapping[str, QueueSettings] = field(default_factory=dict)
+    #: Serve Prometheus metrics on this port from ``aiotaskq run`` (``--metrics-port`` wins;
+    #: docs/operations.md). ``None``: not served (the view ``aiotaskq.metrics.view`` can be).
+    METRICS_PORT: int | None = None
+    #: Seconds between a worker's reads of its queues' depths for the metrics (one
+    #: ``aiotaskq status`` query, which counts the table's rows); 0: never.
+    METRICS_DEPTH_EVERY: float = 10.0
 
     def known_queue(self, queue: str) -> bool:
         """Whether ``queue`` may be enqueued to: any name without ``QUEUES``, else one of
@@ -232,6 +238,26 @@ def _coerce(name: str, value: Any) -> Any:
                 f'AIOTASKQ["IMPORTS"] must be a list of module paths, got {value!r}.'
             )
         return tuple(value)
+    if name == "METRICS_PORT":
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536
+        ):
+            raise ConfigurationError(
+                f'AIOTASKQ["METRICS_PORT"] must be a TCP port (1-65535) or None, got '
+                f"{shown(value)}."
+            )
+        return value
+    if name == "METRICS_DEPTH_EVERY":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 <= value <= 86400  # NaN fails this too
+        ):
+            raise ConfigurationError(
+                f'AIOTASKQ["METRICS_DEPTH_EVERY"] must be a number of seconds from 0 (never) '
+                f"to 86400, got {shown(value)}."
+            )
+        return float(value)
     if name == "LISTEN_DSN":
         if value is not None and not isinstance(value, str):
             raise ConfigurationError(f'AIOTASKQ["LISTEN_DSN"] must be a string, got {value!r}.')

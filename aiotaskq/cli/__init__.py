@@ -18,6 +18,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import uuid
 from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn
@@ -273,6 +274,14 @@ def _add_process_options(run: argparse.ArgumentParser) -> None:
         default=None,
         help="the same once the process's resident memory reaches MB megabytes",
     )
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        default=None,
+        help='serve Prometheus metrics on PORT at /metrics (default AIOTASKQ["METRICS_PORT"]; '
+        "needs prometheus_client); with --processes, the sum of the processes",
+    )
     # A child of --processes: replaced, not restarted, when it recycles itself.
     run.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
 
@@ -304,6 +313,12 @@ def _add_common(parser: argparse.ArgumentParser, settings_option: bool) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="default INFO",
     )
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a TCP port from 1 to 65535, got {value!r}")
+    return int(value)
 
 
 def _positive(value: str) -> int:
@@ -447,6 +462,11 @@ def _run(options: argparse.Namespace) -> int:
 
     if options.processes is not None and not options.supervised:
         return _supervise(options)
+    port = _metrics_port(options)
+    # A child of --processes with metrics writes them for its supervisor to serve.
+    metrics_dir = os.environ.get(METRICS_DIR_ENV) if options.supervised else None
+    if port is not None and metrics_dir is None:
+        _serve_metrics(port)
     worker = Worker(
         WorkerConfig(
             queues=tuple(name for name, _ in options.queues or ()),
@@ -462,6 +482,7 @@ def _run(options: argparse.Namespace) -> int:
                 hard_time_limits=options.supervised,
                 supervisor_pid=os.getppid() if options.supervised else None,
             ),
+            metrics_dir=metrics_dir if port is not None else None,
         )
     )
     print(
@@ -471,7 +492,8 @@ def _run(options: argparse.Namespace) -> int:
         f"  concurrency: {options.concurrency}\n"
         f"  threads:     {options.threads}\n"
         f"  loop:        {_loop_name(options.loop)}\n"
-        f"  connections: {worker.budget}",
+        f"  connections: {worker.budget}"
+        + (f"\n  metrics:     http://0.0.0.0:{port}/metrics" if port and not metrics_dir else ""),
         flush=True,
     )
 
@@ -517,7 +539,42 @@ def _supervise(options: argparse.Namespace) -> int:
             '"aiotaskq run" or "python manage.py aiotaskq run", not through call_command()'
         )
     supervisor = Supervisor(child_command(command), options.processes, options.grace)
-    return int(asyncio.run(supervisor.run()))
+    port = _metrics_port(options)
+    if port is None:
+        return int(asyncio.run(supervisor.run()))
+    # The children write their counts in a directory of the supervisor's, which serves
+    # their sum (and keeps what a replaced child counted).
+    with tempfile.TemporaryDirectory(prefix="aiotaskq-metrics-") as directory:
+        os.environ[METRICS_DIR_ENV] = directory
+        _serve_metrics(port, directory)
+        return int(asyncio.run(supervisor.run()))
+
+
+#: Where a child of ``--processes`` writes its metrics (set by the supervisor).
+METRICS_DIR_ENV = "AIOTASKQ_METRICS_DIR"
+
+
+def _metrics_port(options: argparse.Namespace) -> int | None:
+    from ..conf import get_settings
+
+    port: int | None = options.metrics_port
+    return port if port is not None else get_settings().METRICS_PORT
+
+
+def _serve_metrics(port: int, directory: str | None = None) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        from .. import metrics
+    except ImproperlyConfigured as exc:
+        raise Mistake(f"--metrics-port {port}: {exc}") from None
+    try:
+        metrics.serve(port, directory)
+    except OSError as exc:
+        raise Mistake(
+            f"--metrics-port {port}: the port cannot be served ({exc.strerror or exc}); "
+            "choose another"
+        ) from None
 
 
 def own_command_line() -> list[str]:

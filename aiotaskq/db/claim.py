@@ -65,6 +65,9 @@ class Claimed(NamedTuple):
     scheduled_for: dt.datetime | None = None
     #: The key of the task's limits, or None (claimed by ``claim_limited`` alone).
     limit_key: str | None = None
+    #: Seconds from its due time to this claim (None: not measured, as for tasks with limit
+    #: keys, whose wait for a seat or a token is the limit's doing).
+    pickup_s: float | None = None
 
 
 class Left(NamedTuple):
@@ -98,7 +101,9 @@ async def claim(
         left: list[Left] = []
         for row in await cur.fetchall():
             if row[13]:
-                taken.append(Claimed(*row[:13]))
+                taken.append(
+                    Claimed._make((*row[:13], None, row[14]))  # no limit key in this claim
+                )
             else:
                 left.append(Left(row[2], row[9], row[10]))
         return taken, left

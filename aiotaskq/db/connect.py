@@ -217,6 +217,18 @@ class WorkerDatabase:
             conn.prepare_threshold = None  # a pool opened before _stop_preparing()
         await _configure_worker_connection(conn)
 
+    def stats(self) -> dict[str, int]:
+        """The pool's connections now (for /metrics): ``size`` open, ``available`` idle,
+        and ``waiting`` requests for one."""
+        if self._pool is None:
+            return {"size": 0, "available": 0, "waiting": 0}
+        stats = self._pool.get_stats()
+        return {
+            "size": stats.get("pool_size", 0),
+            "available": stats.get("pool_available", 0),
+            "waiting": stats.get("requests_waiting", 0),
+        }
+
     async def open(self, *, wait: bool, stopping: asyncio.Event | None = None) -> bool:
         """Connect. With ``wait``, a database that does not answer is waited for (one
         ``database.waiting`` line, then an attempt every ``PROBE_INTERVAL``); return False

@@ -110,7 +110,8 @@ SELECT 1;
 -- same statement. The claim writes the lease (worker_id, attempt): every later write of this
 -- worker checks it. The rows are found again by their key, (id, segment): a row this
 -- statement has locked stays in its segment until it ends (a rotation waits for the
--- statement), and the segment spares the look-up of the other partitions.
+-- statement), and the segment spares the look-up of the other partitions. pickup_s: how late
+-- the task started after its due time (the pickup histogram of /metrics).
 WITH picked AS MATERIALIZED (
     SELECT d.id, d.segment, d.expires_at, d.pos, l.queue, l.priority, l.demand,
            row_number() OVER (PARTITION BY l.lane ORDER BY l.priority DESC, d.pos) AS n
@@ -145,17 +146,18 @@ claimed AS (
       AND (due.expires_at IS NULL OR due.expires_at > now())
     RETURNING t.id, t.name, t.queue, t.args::text AS args, t.kwargs::text AS kwargs, t.attempt,
               t.retries, t.time_limit, t.priority, t.pos, t.checkpoint::text AS checkpoint,
-              t.scheduled_for
+              t.scheduled_for, extract(epoch FROM now() - t.execute_at)::float8 AS pickup_s
 )
 SELECT id, name, queue, args, kwargs, attempt, retries, time_limit, false AS expired,
-       priority, pos, checkpoint, scheduled_for, true AS kept
+       priority, pos, checkpoint, scheduled_for, true AS kept, pickup_s
 FROM claimed
 UNION ALL
-SELECT id, name, queue, NULL, NULL, NULL, NULL, NULL, true, priority, pos, NULL, NULL, true
+SELECT id, name, queue, NULL, NULL, NULL, NULL, NULL, true, priority, pos, NULL, NULL, true,
+       NULL
 FROM expired
 UNION ALL
 SELECT NULL, NULL, queue, NULL, NULL, NULL, NULL, NULL, false, priority, min(pos), NULL, NULL,
-       false
+       false, NULL
 FROM picked WHERE n > demand GROUP BY queue, priority;
 
 

@@ -7,10 +7,19 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
 from .connect import new_connection, translate_errors
 from .sql import text
 
-__all__ = ["KeyStatus", "QueueStatus", "in_progress", "limits_status", "queue_status"]
+__all__ = [
+    "KeyStatus",
+    "QueueStatus",
+    "in_progress",
+    "limits_status",
+    "queue_status",
+    "queue_status_on",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,8 +52,16 @@ async def queue_status(dirty_after: float) -> list[QueueStatus]:
     """One :class:`QueueStatus` per queue that has any row."""
     with translate_errors("Reading the queue status"):
         async with await new_connection(autocommit=True) as conn:
-            cur = await conn.execute(text("status"), {"dirty_after": dirty_after})
-            rows = await cur.fetchall()
+            return await queue_status_on(conn, dirty_after)
+
+
+async def queue_status_on(
+    conn: psycopg.AsyncConnection[Any], dirty_after: float
+) -> list[QueueStatus]:
+    """:func:`queue_status` on a connection of the caller's (the worker's metrics)."""
+    with translate_errors("Reading the queue status"):
+        cur = await conn.execute(text("status"), {"dirty_after": dirty_after})
+        rows = await cur.fetchall()
     return [
         QueueStatus(
             queue=r[0],

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from .connect import conninfo, translate_errors
+from .connect import new_connection, translate_errors
 from .sql import text
 
 __all__ = ["WorkerRecord", "WorkerRow", "beat", "leave", "listed", "prune"]
@@ -113,6 +113,6 @@ def _rows(rows: list[Any]) -> list[WorkerRow]:
 async def listed(dirty_after: float) -> list[WorkerRow]:
     """Every row of the registry, live and lost, by host and start."""
     with translate_errors("Reading the workers"):
-        async with await psycopg.AsyncConnection.connect(conninfo(), autocommit=True) as conn:
+        async with await new_connection(autocommit=True) as conn:
             cur = await conn.execute(text("workers"), {"dirty_after": dirty_after})
             return _rows(await cur.fetchall())

@@ -32,6 +32,7 @@ from ..tracebacks import safe_str
 from . import outcome
 from .dbthreads import DatabaseThreads
 from .lanes import LanePlan, Slots
+from .metrics import WorkerMetrics
 from .reporter import Reporter
 
 __all__ = ["Executor", "Job"]
@@ -74,6 +75,23 @@ class Job:
         return self.id, self.attempt
 
 
+def _outcome_name(job: Job, result: Outcome) -> str:
+    """``aiotaskq_tasks_finished_total{outcome}`` of an attempt's outcome."""
+    if isinstance(result, Released):
+        return "released"
+    if isinstance(result, Retried):
+        return "snoozed" if result.error is None else "retried"
+    if isinstance(result, finish.Failed):
+        return "revoked" if job.cancelled_for == "revoke" else "failed"
+    return "succeeded"
+
+
+def _ran(job: Job, result: Outcome) -> float | None:
+    """How long the attempt ran, for the duration histogram (not for a released one: it was
+    cut short by a stop, not finished)."""
+    return None if isinstance(result, Released) else time.monotonic() - job.started
+
+
 def _call_sync(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
     # In the pool thread: the same connection hygiene as a Django request.
     close_old_connections()
@@ -96,8 +114,11 @@ class Executor:
         *,
         lanes: LanePlan,
         database: WorkerDatabase | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._db = db
+        #: What the worker counts for /metrics (worker/metrics.py).
+        self.metrics = metrics or WorkerMetrics()
         # Where checkpoints are written (the worker's pool); None: not written (tests).
         self._database = database
         self.lanes = lanes
@@ -167,6 +188,7 @@ class Executor:
         loop = asyncio.get_running_loop()
         for row in rows:
             if row.expired:
+                self.metrics.finish(row.name, row.queue, "expired", None)
                 logger.info(
                     "task.expired: %s [%s] dropped unrun",
                     row.name,
@@ -195,6 +217,7 @@ class Executor:
                 loop=loop,
                 scheduled_for=row.scheduled_for,
             )
+            self.metrics.start(job.name, job.queue, row.pickup_s)
             self.jobs[job.id] = job
             self.slots.take(job.queue)
             self._empty.clear()
@@ -290,6 +313,7 @@ class Executor:
             return  # the attempt was already ended without it (stubborn, or released)
         job.ended = True
         self._reporter.add(result)
+        self.metrics.finish(job.name, job.queue, _outcome_name(job, result), _ran(job, result))
 
     async def _run_async(
         self,

@@ -51,6 +51,7 @@ class Heartbeat:
             expected = time.monotonic() + self._interval
             await asyncio.sleep(self._interval)
             lag = time.monotonic() - expected
+            self._executor.metrics.loop_lag = max(lag, 0.0)
             if lag > self._interval:
                 names = sorted({j.name for j in self._executor.jobs.values() if not j.is_sync})
                 logger.warning(

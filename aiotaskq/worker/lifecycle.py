@@ -24,6 +24,7 @@ from ..db.connect import WorkerDatabase
 from ..errors import ConfigurationError, DatabaseError
 from ..tasks.enqueue import validate_queue
 from ..tasks.registry import registered
+from . import metrics
 from .dbthreads import DatabaseThreads
 from .events import first_of
 from .executor import STUBBORN_MARGIN, Executor
@@ -33,6 +34,7 @@ from .lanes import LanePlan, plan_lanes
 from .listener import Listener
 from .loops import every, supervised
 from .marks import Marks, MarksLoop
+from .metrics import WorkerMetrics
 from .recycle import Recycler, Recycling
 from .reporter import Reporter
 from .rescue import Rescuer
@@ -69,6 +71,9 @@ class WorkerConfig:
     worker_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     )
+    #: Under ``--processes``: the directory where this child writes its metrics for the
+    #: supervisor to serve (worker/metrics.py); None: the process serves its own.
+    metrics_dir: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "threads", "db_threads"):
@@ -248,6 +253,8 @@ class Worker:
 
         reporter.on_seat_freed = seat_freed
         db_threads = DatabaseThreads(self.config.db_threads)
+        counts = WorkerMetrics()
+        counts.pool = db.stats
         executor = Executor(
             self.config.concurrency,
             self.config.threads,
@@ -256,8 +263,11 @@ class Worker:
             db_threads,
             lanes=self.lanes,
             database=db,
+            metrics=counts,
         )
         self.executor = executor
+        counts.in_flight = functools.partial(_in_flight, executor, self.queues)
+        metrics.live(counts)
         db.on_back = functools.partial(self._database_back, reporter, wake)
         marks = Marks(self.queues)
         self.marks = marks
@@ -303,6 +313,7 @@ class Worker:
                 await self._drain(executor, reporter)
                 loops.cancel_scope.cancel()
         finally:
+            metrics.retire(counts)
             executor.shutdown_threads()
             await db_threads.close()
             await self._leave(db)
@@ -392,6 +403,31 @@ class Worker:
             loops.append(("listener", self.listener.run))
         if self._recycler.watches:
             loops.append(("recycler", self._recycler.run))
+        if settings.METRICS_DEPTH_EVERY > 0 and metrics.exported():
+            sampler = metrics.DepthSampler(
+                db,
+                executor.metrics,
+                self.queues,
+                settings.METRICS_DEPTH_EVERY,
+                settings.DIRTY_AFTER,
+            )
+            loops.append(
+                (
+                    "metrics-depth",
+                    functools.partial(
+                        every,
+                        sampler.interval,
+                        sampler.sample_once,
+                        "metrics_depth",
+                        first=True,
+                        extra=extra,
+                    ),
+                )
+            )
+        if self.config.metrics_dir is not None:
+            loops.append(
+                ("metrics", metrics.SnapshotWriter(executor.metrics, self.config.metrics_dir).run)
+            )
         return loops
 
     def record(self) -> workers.WorkerRecord:
@@ -488,6 +524,14 @@ class Worker:
                 ", ".join(sorted({job.name for job in left})),
                 extra={"worker_id": self.id},
             )
+
+
+def _in_flight(executor: Executor, queues: list[str]) -> dict[str, int]:
+    """Tasks in flight per queue (the worker's queues show with 0)."""
+    counts = dict.fromkeys(queues, 0)
+    for job in executor.jobs.values():
+        counts[job.queue] = counts.get(job.queue, 0) + 1
+    return counts
 
 
 def _limit_table() -> LimitTable | None:
