@@ -117,6 +117,14 @@ class Task(models.Model):
             "its tasks are claimed only while the key has a free seat and a token."
         ),
     )
+    trace = models.JSONField(
+        null=True,
+        blank=True,
+        help_text=(
+            "The W3C trace context of the span that enqueued the task (with OpenTelemetry "
+            "installed): its first attempt's span continues that trace."
+        ),
+    )
 
     class Meta:
         db_table = "aiotaskq_task"

@@ -373,3 +373,27 @@ def test_histogram_buckets_take_a_bound_as_le() -> None:
         hist.observe(value)
     assert hist.counts == [2, 2, 2]
     assert hist.count == 6
+
+
+def test_the_grafana_dashboard_uses_exactly_the_exported_families() -> None:
+    import re
+
+    registry = CollectorRegistry()
+    registry.register(metrics.WorkerCollector())  # type: ignore[arg-type]
+    m = counts.WorkerMetrics()
+    m.start("t", "q", 0.1)
+    m.finish("t", "q", "succeeded", 0.2)
+    counts.live(m)
+    try:
+        text = generate_latest(registry).decode()
+    finally:
+        counts.retire(m)
+    exported = {f.name for f in text_string_to_metric_families(text)}
+    dashboard = (ROOT / "docs" / "grafana-dashboard.json").read_text()
+    json.loads(dashboard)  # valid JSON
+    used = {
+        re.sub(r"_(bucket|total)$", "", name)
+        for name in re.findall(r"aiotaskq_[a-z_]+", dashboard)
+        if name != "aiotaskq"
+    }
+    assert used == exported

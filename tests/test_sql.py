@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from aiotaskq.db import enqueue as db_enqueue
 from aiotaskq.db import sql as queries
 from aiotaskq.db.connect import WorkerDatabase
 from aiotaskq.db.listen import channel_for
@@ -29,6 +30,7 @@ PARAMS: dict[str, dict[str, Any]] = {
         "expires_ins": [None],
         "time_limits": [None],
         "limit_keys": ["host-a"],
+        "traces": ['{"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'],
         "channels": [channel_for("q")],
         "payloads": ["limits"],
     },
@@ -45,6 +47,7 @@ PARAMS: dict[str, dict[str, Any]] = {
         "expires_in": None,
         "time_limit": None,
         "limit_key": None,
+        "trace": None,
         "channel": channel_for("q"),
         "payload": "",
     },
@@ -67,6 +70,9 @@ PARAMS: dict[str, dict[str, Any]] = {
         "channels": [channel_for("q")],
         "payloads": ["limits"],
     },
+    "trace_keyed": {"ids": [uuid.uuid4()], "traces": ['{"traceparent": "x"}']},
+    "traces_of": {"ids": [uuid.uuid4()]},
+    "status_plan": {},
     "unique_prune": {"limit": 10},
     "limits_status": {"dirty_after": 10.0, "limit": 10},
     "limit_prune": {"limit": 10},
@@ -219,9 +225,20 @@ def test_every_statement_runs(db: Any) -> None:
         if name == "enqueue_copy":
             with db.transaction(force_rollback=True), db.cursor() as cur:
                 with cur.copy(queries.text(name)) as copy:
-                    types = ["uuid", "text", "text", "int4", "bytea", "bytea", "float8", "text"]
-                    copy.set_types(types)
-                    copy.write_row((uuid.uuid4(), "t", "q", 0, b"\x01[]", b"\x01{}", None, None))
+                    copy.set_types(db_enqueue._COPY_TYPES)
+                    copy.write_row(
+                        (
+                            uuid.uuid4(),
+                            "t",
+                            "q",
+                            0,
+                            b"\x01[]",
+                            b"\x01{}",
+                            None,
+                            None,
+                            b'\x01{"a": 1}',
+                        )
+                    )
                 assert cur.rowcount == 1
             continue
         with db.transaction(force_rollback=True):

@@ -27,6 +27,7 @@ __all__ = [
     "positions_taken",
     "promote",
     "ready_between",
+    "traces_of",
 ]
 
 #: Past every position a sequence can hand out.
@@ -68,6 +69,8 @@ class Claimed(NamedTuple):
     #: Seconds from its due time to this claim (None: not measured, as for tasks with limit
     #: keys, whose wait for a seat or a token is the limit's doing).
     pickup_s: float | None = None
+    #: The enqueuing span's trace context (JSON text), or None.
+    trace: str | None = None
 
 
 class Left(NamedTuple):
@@ -102,7 +105,7 @@ async def claim(
         for row in await cur.fetchall():
             if row[13]:
                 taken.append(
-                    Claimed._make((*row[:13], None, row[14]))  # no limit key in this claim
+                    Claimed._make((*row[:13], None, row[14], row[15]))  # no limit key in this claim
                 )
             else:
                 left.append(Left(row[2], row[9], row[10]))
@@ -175,6 +178,14 @@ async def claim_limited(
                 continue
             taken.append(Claimed(*row[:14]))
         return Limited(taken, last, wait_s, seen or bool(taken))
+
+
+async def traces_of(
+    conn: psycopg.AsyncConnection[Any], ids: list[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """The trace contexts of the tasks ``ids`` that have one (for the limited claim's)."""
+    cur = await conn.execute(text("traces_of"), {"ids": ids}, prepare=True)
+    return {row[0]: row[1] for row in await cur.fetchall()}
 
 
 async def next_eta(conn: psycopg.AsyncConnection[Any], queues: list[str]) -> float | None:

@@ -57,6 +57,8 @@ class TaskRow:
     dirty_after: float | None = None
     #: The key of the task's limits (max_concurrent, rate_limit), if it has any.
     limit_key: str | None = None
+    #: The enqueuing span's trace context (JSON text), if one was recording.
+    trace: str | None = None
 
 
 #: Of the rows of one write that have a unique key, those that did not become a task of their
@@ -66,7 +68,7 @@ _NO_HOLDERS: Holders = types.MappingProxyType({})
 
 #: From this many rows on, a batch is written with COPY (its rows without a schedule).
 COPY_MIN_ROWS = 64
-_COPY_TYPES = ["uuid", "text", "text", "int4", "bytea", "bytea", "float8", "text"]
+_COPY_TYPES = ["uuid", "text", "text", "int4", "bytea", "bytea", "float8", "text", "bytea"]
 # jsonb's binary form is a version byte (1) and the text; the two arguments are sent as
 # bytes already in that form (bytea's binary form is the bytes themselves).
 _JSONB_V1 = b"\x01"
@@ -108,6 +110,19 @@ class _Keyed:
     def holders(result: Iterable[Sequence[Any]]) -> dict[uuid.UUID, uuid.UUID]:
         return {asked: holder for asked, holder, *_ in result if holder != asked}
 
+    def traces(self, result: Iterable[Sequence[Any]]) -> dict[str, Any] | None:
+        """The parameters of ``trace_keyed``: the trace of each call that wrote a task or
+        changed a queued holder; None when no call had one (the common case)."""
+        traced = {r.id: r.trace for r in self.sent if r.trace is not None}
+        if not traced:
+            return None
+        ids, traces = [], []
+        for asked, holder, outcome, *_ in result:
+            if outcome in ("new", "replaced") and asked in traced:
+                ids.append(holder)
+                traces.append(traced[asked])
+        return {"ids": ids, "traces": traces} if ids else None
+
 
 def _key_order(row: TaskRow) -> tuple[str, str]:
     return (row.name, row.unique_key or "")
@@ -132,6 +147,7 @@ def _copy_record(r: TaskRow) -> tuple[Any, ...]:
         _JSONB_V1 + r.kwargs.encode(),
         r.time_limit,
         r.limit_key,
+        None if r.trace is None else _JSONB_V1 + r.trace.encode(),
     )
 
 
@@ -182,7 +198,10 @@ def stream_sync(rows: Iterable[TaskRow], alias: str) -> Holders:
 def _write_keyed_sync(cursor: Any, rows: Sequence[TaskRow]) -> Holders:
     keyed = _Keyed.of(rows)
     cursor.execute(text("enqueue_unique"), keyed.params())
-    return keyed.holders(cursor.fetchall())
+    result = cursor.fetchall()
+    if (traces := keyed.traces(result)) is not None:
+        cursor.execute(text("trace_keyed"), traces)
+    return keyed.holders(result)
 
 
 async def stream(rows: Iterable[TaskRow]) -> Holders:
@@ -207,6 +226,7 @@ def _params(rows: Sequence[TaskRow]) -> dict[str, Any]:
         "expires_ins": [r.expires_in for r in rows],
         "time_limits": [r.time_limit for r in rows],
         "limit_keys": [r.limit_key for r in rows],
+        "traces": [r.trace for r in rows],
         **_wake(rows),
     }
 
@@ -239,6 +259,7 @@ def _one_params(row: TaskRow) -> dict[str, Any]:
         "expires_in": row.expires_in,
         "time_limit": row.time_limit,
         "limit_key": row.limit_key,
+        "trace": row.trace,
         "channel": channel_for(row.queue),
         "payload": "" if row.limit_key is None else LIMITS_PAYLOAD,
     }
@@ -329,6 +350,8 @@ async def _write_keyed(
     keyed = _Keyed.of(rows)
     await cursor.execute(text("enqueue_unique"), keyed.params(), prepare=True)
     result = await cursor.fetchall()
+    if (traces := keyed.traces(result)) is not None:
+        await cursor.execute(text("trace_keyed"), traces)
     return keyed.holders(result), result[0][3]
 
 

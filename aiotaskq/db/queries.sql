@@ -14,18 +14,18 @@
 -- It returns the rows' created_at (the statement's time), which django.tasks reports as
 -- enqueued_at, so the result of enqueue() and a later get_result() agree.
 WITH inserted AS (
-    INSERT INTO aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit, created_at, execute_at, expires_at, limit_key)
+    INSERT INTO aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit, created_at, execute_at, expires_at, limit_key, trace)
     SELECT t.id, t.name, t.queue, t.priority, t.args::jsonb, t.kwargs::jsonb, t.time_limit,
            statement_timestamp(),
            COALESCE(t.eta, statement_timestamp() + make_interval(secs => t.countdown), statement_timestamp()),
            COALESCE(t.expires_at, statement_timestamp() + make_interval(secs => t.expires_in)),
-           t.limit_key
+           t.limit_key, t.trace::jsonb
     FROM unnest(
         %(ids)s::uuid[], %(names)s::text[], %(queues)s::text[], %(priorities)s::int[],
         %(args)s::text[], %(kwargs)s::text[], %(etas)s::timestamptz[], %(countdowns)s::float8[],
         %(expires_ats)s::timestamptz[], %(expires_ins)s::float8[], %(time_limits)s::float8[],
-        %(limit_keys)s::text[]
-    ) AS t(id, name, queue, priority, args, kwargs, eta, countdown, expires_at, expires_in, time_limit, limit_key)
+        %(limit_keys)s::text[], %(traces)s::text[]
+    ) AS t(id, name, queue, priority, args, kwargs, eta, countdown, expires_at, expires_in, time_limit, limit_key, trace)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM inserted) AS inserted, count(pg_notify(c.channel, c.payload)),
@@ -37,14 +37,14 @@ FROM unnest(%(channels)s::text[], %(payloads)s::text[]) AS c(channel, payload);
 -- The same for exactly one task, with plain parameters: no arrays to build and unpack, so
 -- the most common call (one delay() or adelay()) is a single short prepared statement.
 WITH inserted AS (
-    INSERT INTO aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit, created_at, execute_at, expires_at, limit_key)
+    INSERT INTO aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit, created_at, execute_at, expires_at, limit_key, trace)
     VALUES (
         %(id)s::uuid, %(name)s::text, %(queue)s::text, %(priority)s::int,
         %(args)s::text::jsonb, %(kwargs)s::text::jsonb, %(time_limit)s::float8,
         statement_timestamp(),
         COALESCE(%(eta)s::timestamptz, statement_timestamp() + make_interval(secs => %(countdown)s::float8), statement_timestamp()),
         COALESCE(%(expires_at)s::timestamptz, statement_timestamp() + make_interval(secs => %(expires_in)s::float8)),
-        %(limit_key)s::text
+        %(limit_key)s::text, %(trace)s::text::jsonb
     )
     RETURNING 1
 )
@@ -74,12 +74,21 @@ FROM woken, aiotaskq_enqueue_unique(
 ) AS u;
 
 
+-- name: trace_keyed
+-- After "enqueue_unique", in the same transaction: the trace context of the calls that wrote
+-- a task (new) or changed a queued holder (replaced), when a span was recording. Only while
+-- queued: a holder claimed meanwhile keeps the trace it ran with.
+UPDATE aiotaskq_task t SET trace = r.trace::jsonb
+FROM unnest(%(ids)s::uuid[], %(traces)s::text[]) AS r(id, trace)
+WHERE t.id = r.id AND t.state = 'queued';
+
+
 -- name: enqueue_copy
 -- Many tasks without a schedule or an expiry, in binary COPY: several times faster than the
 -- statement above once a batch has more than a few dozen rows. created_at and execute_at
 -- take their database defaults (now(), the transaction's start). The caller sends `notify`
 -- in the same transaction, so rows and notifications still arrive together at commit.
-COPY aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit, limit_key) FROM STDIN (FORMAT BINARY);
+COPY aiotaskq_task (id, name, queue, priority, args, kwargs, time_limit, limit_key, trace) FROM STDIN (FORMAT BINARY);
 
 
 -- name: listen
@@ -146,18 +155,19 @@ claimed AS (
       AND (due.expires_at IS NULL OR due.expires_at > now())
     RETURNING t.id, t.name, t.queue, t.args::text AS args, t.kwargs::text AS kwargs, t.attempt,
               t.retries, t.time_limit, t.priority, t.pos, t.checkpoint::text AS checkpoint,
-              t.scheduled_for, extract(epoch FROM now() - t.execute_at)::float8 AS pickup_s
+              t.scheduled_for, extract(epoch FROM now() - t.execute_at)::float8 AS pickup_s,
+              t.trace::text AS trace
 )
 SELECT id, name, queue, args, kwargs, attempt, retries, time_limit, false AS expired,
-       priority, pos, checkpoint, scheduled_for, true AS kept, pickup_s
+       priority, pos, checkpoint, scheduled_for, true AS kept, pickup_s, trace
 FROM claimed
 UNION ALL
 SELECT id, name, queue, NULL, NULL, NULL, NULL, NULL, true, priority, pos, NULL, NULL, true,
-       NULL
+       NULL, NULL
 FROM expired
 UNION ALL
 SELECT NULL, NULL, queue, NULL, NULL, NULL, NULL, NULL, false, priority, min(pos), NULL, NULL,
-       false, NULL
+       false, NULL, NULL
 FROM picked WHERE n > demand GROUP BY queue, priority;
 
 
@@ -171,6 +181,12 @@ SELECT * FROM aiotaskq_claim_limited(
     %(max_running)s::int[], %(intervals)s::float8[], %(bursts)s::int[], %(after_queue)s::text,
     %(after_name)s::text, %(after_key)s::text, %(worker_id)s::text, %(dirty_after)s::float8
 );
+
+
+-- name: traces_of
+-- The trace contexts of tasks the limited claim took (its function returns none), read only
+-- where OpenTelemetry is installed. By id; a plain read.
+SELECT id, trace::text FROM aiotaskq_task WHERE id = ANY(%(ids)s::uuid[]) AND trace IS NOT NULL;
 
 
 -- name: next_eta
@@ -750,6 +766,13 @@ SELECT queue,
 FROM aiotaskq_task
 GROUP BY queue
 ORDER BY queue;
+
+
+-- name: status_plan
+-- Before "status" on a worker's connection (the metrics' depth read), in its transaction:
+-- the worker's connections plan without sequential scans (connect.py), which turns this
+-- count of every row into a walk of every index (a hundred times slower).
+SET LOCAL enable_seqscan = on;
 
 
 -- name: in_progress

@@ -58,10 +58,13 @@ async def queue_status(dirty_after: float) -> list[QueueStatus]:
 async def queue_status_on(
     conn: psycopg.AsyncConnection[Any], dirty_after: float
 ) -> list[QueueStatus]:
-    """:func:`queue_status` on a connection of the caller's (the worker's metrics)."""
+    """:func:`queue_status` on a connection of the caller's (the worker's metrics: its
+    connections plan without sequential scans, so the count gets them back first)."""
     with translate_errors("Reading the queue status"):
-        cur = await conn.execute(text("status"), {"dirty_after": dirty_after})
-        rows = await cur.fetchall()
+        async with conn.transaction():
+            await conn.execute(text("status_plan"))
+            cur = await conn.execute(text("status"), {"dirty_after": dirty_after})
+            rows = await cur.fetchall()
     return [
         QueueStatus(
             queue=r[0],

@@ -18,7 +18,7 @@ from ..conf import get_settings, validate_queue
 from ..db import enqueue as db_enqueue
 from ..errors import InvalidArguments, InvalidPriority, InvalidSchedule
 from ..serialization import encode_arguments
-from . import eager
+from . import eager, tracing
 from .result import AsyncResult
 
 if TYPE_CHECKING:
@@ -130,6 +130,7 @@ def build_row(
         expires_at=expires_at,
         expires_in=expires_in,
         time_limit=None if time_limit is None else _positive_seconds("time_limit", time_limit),
+        trace=tracing.carrier(),
     )
 
 

@@ -25,6 +25,7 @@ from ..db.finish import Outcome, Released, Retried
 from ..errors import Revoked, TaskNotRegistered, TimeLimitExceeded
 from ..retry import Snooze
 from ..serialization import decode_arguments
+from ..tasks import tracing
 from ..tasks.context import TaskContext, activate
 from ..tasks.registry import get_task
 from ..tasks.task import Attempt, Task
@@ -69,6 +70,11 @@ class Job:
     watchdog: asyncio.TimerHandle | None = None
     #: What the task sees of itself (``current_task()``): its checkpoint and progress.
     context: TaskContext | None = None
+    #: The enqueuing span's trace context (JSON text), and this attempt's span (tracing.py).
+    trace: str | None = None
+    span: Any = None
+    #: The exception the attempt ended with, for its span.
+    error: BaseException | None = None
 
     @property
     def lease(self) -> tuple[uuid.UUID, int]:
@@ -205,6 +211,7 @@ class Executor:
                 attempt=row.attempt or 1,
                 retries=row.retries or 0,
                 time_limit=row.time_limit,
+                trace=row.trace,
             )
             job.context = TaskContext(
                 id=job.id,
@@ -254,11 +261,19 @@ class Executor:
         return outcome.Attempt(job.lease, job.name, job.queue, job.retries, self._worker_id)
 
     async def _run(self, job: Job, args_json: str, kwargs_json: str) -> None:
+        if job.context is not None:
+            activate(job.context)  # this attempt's task (an asyncio task of its own)
+        if not tracing.active():
+            await self._attempt_run(job, args_json, kwargs_json)
+            return
+        with tracing.attempt_span(job.name, job.queue, job.id, job.attempt, job.trace) as span:
+            job.span = span
+            await self._attempt_run(job, args_json, kwargs_json)
+
+    async def _attempt_run(self, job: Job, args_json: str, kwargs_json: str) -> None:
         # Every way an attempt can end becomes one outcome; only the worker's own
         # cancellation (revoke, a graceful stop, the worker torn down) is treated as such.
         task: Task[Any, Any] | None = None
-        if job.context is not None:
-            activate(job.context)  # this attempt's task (an asyncio task of its own)
         try:
             task = get_task(job.name)
             args, kwargs = decode_arguments(args_json, kwargs_json)
@@ -313,7 +328,10 @@ class Executor:
             return  # the attempt was already ended without it (stubborn, or released)
         job.ended = True
         self._reporter.add(result)
-        self.metrics.finish(job.name, job.queue, _outcome_name(job, result), _ran(job, result))
+        name = _outcome_name(job, result)
+        self.metrics.finish(job.name, job.queue, name, _ran(job, result))
+        if job.span is not None:
+            tracing.set_outcome(job.span, name, job.error)
 
     async def _run_async(
         self,
@@ -437,6 +455,7 @@ class Executor:
         kwargs_json: str,
     ) -> None:
         """Record a failed attempt: retried if the task's policy says so, else Failed."""
+        job.error = exc
         result, words = outcome.failure(self._attempt(job), task, exc, args_json, kwargs_json)
         self._report(job, result)
         logger.warning(

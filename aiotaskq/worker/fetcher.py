@@ -13,9 +13,10 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from ..db.claim import Claimed, LimitTable, claim, claim_limited, next_eta, promote
+from ..db.claim import Claimed, LimitTable, claim, claim_limited, next_eta, promote, traces_of
 from ..db.connect import WorkerDatabase
 from ..errors import DatabaseError, DatabaseUnreachable
+from ..tasks import tracing
 from .events import first_of
 from .executor import Executor
 from .marks import Marks
@@ -222,8 +223,13 @@ class Fetcher:
             self._limited.set()  # keys with ready tasks: claim for them again
         self._after = got.after
         self._limit_at = None if got.wait_s is None else loop.time() + got.wait_s
-        self._executor.start(got.taken)
-        return got.taken
+        taken = got.taken
+        if taken and tracing.active():
+            # The limited claim's function returns no trace context: read it by id.
+            traces = await traces_of(conn, [row.id for row in taken])
+            taken = [row._replace(trace=traces.get(row.id)) for row in taken]
+        self._executor.start(taken)
+        return taken
 
     def _behind(self, demands: list[int], rows: list[Claimed]) -> set[int]:
         """The lanes that may have more due tasks after a claim: those that got all they

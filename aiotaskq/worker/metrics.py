@@ -65,7 +65,10 @@ DEPTH_STATES = ("pending", "future", "active", "dirty", "failed")
 def exported() -> bool:
     """Whether ``prometheus_client`` is installed (looked up, not imported): without it no
     metric is served, so the depth of the queues is not read either."""
-    return importlib.util.find_spec("prometheus_client") is not None
+    try:
+        return importlib.util.find_spec("prometheus_client") is not None
+    except ValueError:  # blocked in sys.modules
+        return False
 
 
 class Histogram:

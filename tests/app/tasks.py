@@ -573,3 +573,15 @@ def per_key_sync(label: str, key: str, seconds: float) -> None:
     Execution.objects.create(
         label=label, pid=os.getpid(), value={"key": key, "start": started, "end": time.time()}
     )
+
+
+# --- Traces (tests/test_traces.py).
+
+
+@task
+async def traced_inner(label: str) -> None:
+    """Makes a span of its own: a child of the attempt's span."""
+    from opentelemetry import trace
+
+    with trace.get_tracer("tests").start_as_current_span("inner work"):
+        await Execution.objects.acreate(label=label, pid=os.getpid())
