@@ -177,3 +177,32 @@ async def test_a_deleted_row_comes_back_and_day_old_lost_rows_are_pruned(
         assert await workers.prune(conn) == 1
     left = {row[0] for row in db.execute("SELECT pid FROM aiotaskq_worker").fetchall()}
     assert left == {2, proc.pid}
+
+
+async def test_the_beats_leave_the_registry_small_without_any_vacuum(db: Any) -> None:
+    # Each beat rewrites its row. The rows are updated in place (HOT: no indexed column
+    # changes, and fillfactor 50 leaves room on the page), and the page's dead versions are
+    # pruned by the next beats themselves, so the table does not grow where autovacuum is
+    # off or held back by a long transaction. An index on alive_at would break this.
+    started = dt.datetime.now(dt.UTC)
+    records = [
+        workers.WorkerRecord(
+            id=f"{HOST}:{pid}:beats",
+            host=HOST,
+            pid=pid,
+            queues={"default": None, "emails": 4},
+            concurrency=200,
+            started_at=started,
+        )
+        for pid in range(8)
+    ]
+    async with await psycopg.AsyncConnection.connect(task_db_conninfo(), autocommit=True) as conn:
+        for beat in range(2_500):  # 20,000 beats: eight workers for over five hours
+            for record in records:
+                await workers.beat(conn, record, in_flight=beat)
+    heap, index = db.execute(
+        "SELECT pg_relation_size('aiotaskq_worker'), pg_relation_size('aiotaskq_worker_pkey')"
+    ).fetchone()
+    assert heap <= 16 * 8192, f"the registry grew to {heap} bytes"
+    assert index <= 4 * 8192, f"its primary key grew to {index} bytes"
+    assert {row[0] for row in db.execute("SELECT in_flight FROM aiotaskq_worker")} == {2_499}
