@@ -5,19 +5,25 @@ the outcome (success, failure, retry) and from a killed worker once its heartbea
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import signal
 import time
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiotaskq import ConfigurationError, InvalidLimitKey, task
+from aiotaskq.db.listen import channel_for, seats_payload
 from aiotaskq.tasks.limits import ALL, Limits
+from aiotaskq.worker.events import Wake
+from aiotaskq.worker.listener import Listener
 from tests.app import tasks
-from tests.conftest import executions, run_cli, wait_for
+from tests.conftest import executions, run_cli, task_db_conninfo, wait_for
 
 
 def _runs(label: str) -> list[dict[str, Any]]:
@@ -371,3 +377,53 @@ async def test_the_pruner_deletes_buckets_full_again_and_keeps_the_others(db: An
         await database.close()
     rows = db.execute("SELECT key FROM aiotaskq_limit_rate").fetchall()
     assert rows == [("busy",)]
+
+
+async def test_freed_seats_wake_the_other_workers_limited_claim_alone(db: Any) -> None:
+    # A worker that wrote outcomes of limited tasks notifies the queue with "seats <its id>":
+    # the other workers' listeners wake their limited claim (not their ordinary claim, since
+    # no ordinary task became ready), and its own listener ignores it (it woke itself).
+    # Notifications arrive in order: an ordinary one sent last shows the others were read.
+    wake, limited = Wake(), asyncio.Event()
+    listener = Listener(
+        ["q"], None, wake, 60.0, lambda payload: None, limited=limited, worker_id="h:1:me"
+    )
+    running = asyncio.create_task(listener.run())
+    sender = await psycopg.AsyncConnection.connect(task_db_conninfo(), autocommit=True)
+
+    async def send(*payloads: str) -> None:
+        for payload in payloads:
+            await sender.execute("SELECT pg_notify(%s, %s)", (channel_for("q"), payload))
+
+    async def settled() -> None:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not wake.is_set():
+            assert asyncio.get_running_loop().time() < deadline, "no wake-up came"
+            await asyncio.sleep(0.01)
+
+    try:
+        await asyncio.wait_for(listener.connected.wait(), 10)
+        await settled()  # the wake-up of the first connect
+        wake.clear(), limited.clear(), wake.take_ordinary()
+
+        await send(seats_payload("h:2:other"))
+        await settled()
+        assert limited.is_set(), "another worker's freed seats wake the limited claim"
+        assert not wake.take_ordinary(), "... and not the ordinary claim"
+
+        wake.clear(), limited.clear()
+        await send(seats_payload("h:1:me"), "")
+        await settled()
+        assert wake.take_ordinary()
+        assert not limited.is_set(), "the worker's own notification of freed seats is ignored"
+
+        wake.clear()
+        await send("limits")
+        await settled()
+        assert limited.is_set(), "an enqueue of a limited task wakes the limited claim"
+        assert wake.take_ordinary(), "... and the ordinary one"
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await sender.close()

@@ -12,7 +12,15 @@ from psycopg import sql
 from .connect import new_connection, translate_errors
 from .sql import query
 
-__all__ = ["CONTROL_CHANNEL", "LIMITS_PAYLOAD", "channel_for", "channels_for", "connect_listener"]
+__all__ = [
+    "CONTROL_CHANNEL",
+    "LIMITS_PAYLOAD",
+    "SEATS_PAYLOAD",
+    "channel_for",
+    "channels_for",
+    "connect_listener",
+    "seats_payload",
+]
 
 _PREFIX = "aiotaskq:"
 #: Revoke requests for running tasks. "/" is not allowed in queue names, so no queue's
@@ -22,6 +30,16 @@ _MAX_IDENTIFIER_BYTES = 63
 #: The payload of a queue's notification when a task with a limit key became ready: the
 #: workers' limited claim runs only then (and after a seat is freed, and once a poll).
 LIMITS_PAYLOAD = "limits"
+#: The start of the payload a worker sends when outcomes it wrote freed seats of limited
+#: tasks: the other workers run their limited claim, not the ordinary one (no ordinary task
+#: became ready). The rest of the payload is the sender's worker id: its own listener
+#: ignores it, as the worker has woken itself.
+SEATS_PAYLOAD = "seats "
+
+
+def seats_payload(worker_id: str) -> str:
+    """The payload of ``worker_id``'s notification of freed seats."""
+    return SEATS_PAYLOAD + worker_id
 
 
 def channel_for(queue: str) -> str:

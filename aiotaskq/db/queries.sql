@@ -728,6 +728,13 @@ RETURNING t.id, t.queue;
 SELECT count(pg_notify(c, '')), now() AS transaction_time FROM unnest(%(channels)s::text[]) AS c;
 
 
+-- name: notify_seats
+-- Seats of limited tasks were freed by outcomes a worker wrote: the queues' other workers
+-- run their limited claim. The payload ("seats <worker id>") names the sender, whose own
+-- listener ignores it (docs/limits.md).
+SELECT count(pg_notify(c, %(payload)s)) FROM unnest(%(channels)s::text[]) AS c;
+
+
 -- name: notify_limits
 -- Wake the workers of these channels at commit, for tasks with limit keys (docs/limits.md):
 -- the payload tells them to run their limited claim.

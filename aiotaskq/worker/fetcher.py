@@ -17,7 +17,7 @@ from ..db.claim import Claimed, LimitTable, claim, claim_limited, next_eta, prom
 from ..db.connect import WorkerDatabase
 from ..errors import DatabaseError, DatabaseUnreachable
 from ..tasks import tracing
-from .events import first_of
+from .events import Wake, first_of
 from .executor import Executor
 from .marks import Marks
 
@@ -39,7 +39,7 @@ class Fetcher:
         *,
         queues: list[str],
         worker_id: str,
-        wake: asyncio.Event,
+        wake: Wake,
         stopping: asyncio.Event,
         poll_interval: float,
         batch: int,
@@ -92,6 +92,11 @@ class Fetcher:
         free slot to ask with, so more of its tasks may be due) or not. A lane behind is
         claimed for again as soon as it has a few free slots; the others on a notification,
         the next ETA or the safety poll. One claim asks every lane with free slots at once.
+
+        The ordinary claim runs only when ordinary tasks may be ready: a wake other than freed
+        seats, a lane whose last ordinary claim got all it asked for, the next ETA, or the
+        safety poll. A wake for freed seats alone runs the limited claim only (with keys
+        waiting on seats, that is every few tasks, and the ordinary claim would find nothing).
         """
         behind = set(self._all)  # Claim at once on start: tasks may be waiting.
         backoff = 0.1
@@ -99,6 +104,9 @@ class Fetcher:
         loop = asyncio.get_running_loop()
         due_at: float | None = loop.time()
         asked_at = loop.time()
+        # Whether the ordinary claim may find rows, and when it last ran.
+        ordinary = True
+        ordinary_at = loop.time()
         executor = self._executor
         marks = self.marks
         # The first claim waits for the marks' first look, which learns the priorities of
@@ -111,6 +119,7 @@ class Fetcher:
                         return
                     await self._wait(executor.wait_empty(), None)
                     behind = set(self._all)
+                    ordinary = True
                     continue
                 waiters: list[Awaitable[Any]] = [self._wake.wait()]
                 if behind:
@@ -134,6 +143,13 @@ class Fetcher:
             # Cleared before the claim: a notification that arrives during it triggers
             # another claim instead of being lost.
             self._wake.clear()
+            now = loop.time()
+            if (
+                self._wake.take_ordinary()
+                or now - ordinary_at >= self._poll
+                or (due_at is not None and now >= due_at)
+            ):
+                ordinary = True
             demands = executor.demands(self._batch)
             if not any(demands):
                 behind = set(self._all)
@@ -149,7 +165,8 @@ class Fetcher:
                     for row in limited:
                         rest[self._lane_of[row.queue]] -= 1
                     rows: list[Claimed] = []
-                    if any(d > 0 for d in rest):
+                    asked = ordinary and any(d > 0 for d in rest)
+                    if asked:
                         started = marks.ranges(self._claim_queues, self._lane_of, rest)
                         try:
                             rows, left = await claim(conn, started.ranges, self._worker_id)
@@ -160,13 +177,19 @@ class Fetcher:
                         # Start the claimed jobs before anything else is awaited: they run
                         # while the next ETA is looked up.
                         executor.start(rows)
+                        ordinary_at = loop.time()
+                        # A lane that got all it asked for may have more ready.
+                        ordinary = any(
+                            got >= rest[lane] > 0
+                            for lane, got in enumerate(self._counts(rows, len(rest)))
+                        )
                     rows = limited + rows
                     behind = self._behind(demands, rows)
                     # A lane behind claims again at once; the next ETA is still asked for
                     # at least every poll interval, so that future tasks are made ready
                     # under a backlog too.
                     stale = loop.time() - asked_at >= self._poll
-                    if behind != self._all or stale:
+                    if (asked and behind != self._all) or stale:
                         due_in = await next_eta(conn, self._queues)
                         asked_at = loop.time()
                         due_at = None if due_in is None else asked_at + max(0.0, due_in)
@@ -234,10 +257,15 @@ class Fetcher:
     def _behind(self, demands: list[int], rows: list[Claimed]) -> set[int]:
         """The lanes that may have more due tasks after a claim: those that got all they
         asked for, and those that asked for nothing (full: their next free slot tells)."""
-        got = [0] * len(demands)
+        got = self._counts(rows, len(demands))
+        return {i for i, demand in enumerate(demands) if got[i] >= demand}
+
+    def _counts(self, rows: list[Claimed], lanes: int) -> list[int]:
+        """How many of ``rows`` each lane got."""
+        got = [0] * lanes
         for row in rows:
             got[self._lane_of[row.queue]] += 1
-        return {i for i, demand in enumerate(demands) if got[i] >= demand}
+        return got
 
     async def _wait(self, waiter: Awaitable[Any], timeout: float | None) -> None:
         """Wait for ``waiter``, the timeout, or ``stopping``, whichever is first."""

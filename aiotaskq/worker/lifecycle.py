@@ -26,7 +26,7 @@ from ..tasks.enqueue import validate_queue
 from ..tasks.registry import registered
 from . import metrics
 from .dbthreads import DatabaseThreads
-from .events import first_of
+from .events import Wake, first_of
 from .executor import STUBBORN_MARGIN, Executor
 from .fetcher import Fetcher
 from .heartbeat import Heartbeat
@@ -240,7 +240,7 @@ class Worker:
         if not await db.open(wait=not self.config.burst, stopping=self._stopping):
             logger.info("worker.stopped: %s", self.id, extra={"worker_id": self.id})
             return
-        wake = asyncio.Event()
+        wake = Wake()
         # Limited tasks may be ready (docs/limits.md): the fetcher's limited claim runs then.
         limited = asyncio.Event()
         limited.set()
@@ -249,7 +249,7 @@ class Worker:
 
         def seat_freed() -> None:
             limited.set()
-            wake.set()
+            wake.seats()
 
         reporter.on_seat_freed = seat_freed
         db_threads = DatabaseThreads(self.config.db_threads)
@@ -326,7 +326,7 @@ class Worker:
         executor: Executor,
         reporter: Reporter,
         db_threads: DatabaseThreads,
-        wake: asyncio.Event,
+        wake: Wake,
     ) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """The loops that run beside the fetcher, by name; each is supervised."""
         settings = get_settings()
@@ -399,6 +399,7 @@ class Worker:
                 on_control=self._on_control,
                 db=db,
                 limited=self._limited,
+                worker_id=self.id,
             )
             loops.append(("listener", self.listener.run))
         if self._recycler.watches:
@@ -462,7 +463,7 @@ class Worker:
                 extra={"worker_id": self.id},
             )
 
-    async def _database_back(self, reporter: Reporter, wake: asyncio.Event, outage: float) -> None:
+    async def _database_back(self, reporter: Reporter, wake: Wake, outage: float) -> None:
         """The database answers again: claim at once, and say so once the outcomes kept
         during the outage are written."""
         wake.set()

@@ -10,9 +10,16 @@ from typing import Any
 import psycopg
 
 from ..db.connect import WorkerDatabase
-from ..db.listen import CONTROL_CHANNEL, LIMITS_PAYLOAD, connect_listener
+from ..db.listen import (
+    CONTROL_CHANNEL,
+    LIMITS_PAYLOAD,
+    SEATS_PAYLOAD,
+    connect_listener,
+    seats_payload,
+)
 from ..db.sql import text
 from ..errors import DatabaseError
+from .events import Wake
 
 __all__ = ["Listener"]
 
@@ -25,7 +32,8 @@ _BACKOFF_MAX = 2.0
 
 
 class Listener:
-    """Sets ``wake`` on every notification of the worker's queues.
+    """Sets ``wake`` on every notification of the worker's queues; a notification of freed
+    seats (another worker's: this worker's own are ignored) wakes the limited claim alone.
 
     PostgreSQL keeps no notification for a session that is not listening, so after every
     (re)connect the listener sets ``wake`` once more: the fetcher then claims whatever was
@@ -36,13 +44,15 @@ class Listener:
         self,
         queues: list[str],
         dsn: str | None,
-        wake: asyncio.Event,
+        wake: Wake,
         quiet_check: float,
         on_control: Callable[[str], None],
         db: WorkerDatabase | None = None,
         limited: asyncio.Event | None = None,
+        worker_id: str = "",
     ) -> None:
         self._db = db
+        self._own_seats = seats_payload(worker_id)
         #: Set on a notification that a task with a limit key became ready.
         self._limited = limited
         self._queues = queues
@@ -98,11 +108,16 @@ class Listener:
         wake = self._wake
         while True:
             async for notify in conn.notifies(timeout=self._quiet_check):
+                payload = notify.payload
                 if notify.channel == CONTROL_CHANNEL:
-                    self._on_control(notify.payload)
+                    self._on_control(payload)
+                elif payload.startswith(SEATS_PAYLOAD):
+                    if payload != self._own_seats and self._limited is not None:
+                        self._limited.set()
+                        wake.seats()
                 else:
                     wake.set()
-                    if notify.payload == LIMITS_PAYLOAD and self._limited is not None:
+                    if payload == LIMITS_PAYLOAD and self._limited is not None:
                         self._limited.set()
             # A quiet spell: make sure the session is still there (a cut network gives no
             # error until something is sent).

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from ..db import finish
 from ..db.connect import WorkerDatabase, is_connection_error
 from ..db.finish import Ack, Failed, KeptResult, Lease, Outcome, Released, Retried
-from ..db.listen import channels_for
+from ..db.listen import channels_for, seats_payload
 from ..db.sql import text
 from ..errors import DatabaseError
 from . import outcome as decide
@@ -140,8 +140,9 @@ class Reporter:
 
     async def _free_seats(self, batch: Sequence[Outcome]) -> None:
         """After the outcomes of limited tasks are written (their seats are free with them),
-        wake this worker's claim and notify their queues, so that the other workers' claims
-        take the seats too. A notification that cannot be sent is only late: the workers
+        wake this worker's limited claim and notify their queues, so that the other workers'
+        limited claims take the seats too (their ordinary claims are not woken: no ordinary
+        task became ready). A notification that cannot be sent is only late: the workers
         look again within a second while a key waits for a seat."""
         queues = {q for o in batch if (q := self._limited.pop(o.lease[0], None)) is not None}
         if not queues:
@@ -150,7 +151,10 @@ class Reporter:
             self.on_seat_freed()
         try:
             async with self._db.connection("Announcing free seats") as conn:
-                await conn.execute(text("notify"), {"channels": channels_for(queues)})
+                await conn.execute(
+                    text("notify_seats"),
+                    {"channels": channels_for(queues), "payload": seats_payload(self._worker_id)},
+                )
         except DatabaseError as exc:
             logger.info(
                 "limits.notify_failed: %s; the other workers find the free seats within a second",
