@@ -177,8 +177,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "revoke": {"ids": [uuid.uuid4()], "channel": "aiotaskq/control"},
     "requeue": {"ids": None, "queue": "q", "failed": True, "dirty": False, "dirty_after": 10.0},
     "notify": {"channels": [channel_for("q")]},
-    "notify_limits": {"channels": [channel_for("q")]},
-    "notify_seats": {"channels": [channel_for("q")], "payload": "seats h:1:x"},
+    "notify_limited": {"channels": [channel_for("q")], "payload": "limits"},
     "delete": {
         "ids": [uuid.uuid4()],
         "queue": None,

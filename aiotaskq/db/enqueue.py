@@ -191,7 +191,10 @@ def stream_sync(rows: Iterable[TaskRow], alias: str) -> Holders:
         elif channels:
             cursor.execute(text("notify"), {"channels": channels})
         if limited:
-            cursor.execute(text("notify_limits"), {"channels": channels_for(limited)})
+            cursor.execute(
+                text("notify_limited"),
+                {"channels": channels_for(limited), "payload": LIMITS_PAYLOAD},
+            )
         return _write_keyed_sync(cursor, keyed) if keyed else _NO_HOLDERS
 
 
@@ -388,7 +391,10 @@ async def _copy(conn: psycopg.AsyncConnection[Any], rows: Iterable[TaskRow]) -> 
         await cursor.execute(text("notify"), {"channels": channels_for(queues)})
         copy_time = _transaction_time(await cursor.fetchone())
         if limited:
-            await cursor.execute(text("notify_limits"), {"channels": channels_for(limited)})
+            await cursor.execute(
+                text("notify_limited"),
+                {"channels": channels_for(limited), "payload": LIMITS_PAYLOAD},
+            )
     return _Written(frozenset(copied), copy_time, time, holders)
 
 

@@ -728,17 +728,11 @@ RETURNING t.id, t.queue;
 SELECT count(pg_notify(c, '')), now() AS transaction_time FROM unnest(%(channels)s::text[]) AS c;
 
 
--- name: notify_seats
--- Seats of limited tasks were freed by outcomes a worker wrote: the queues' other workers
--- run their limited claim. The payload ("seats <worker id>") names the sender, whose own
--- listener ignores it (docs/limits.md).
+-- name: notify_limited
+-- Wake the limited claim of these channels' workers at commit (docs/limits.md). The payload
+-- says why: "limits", tasks with limit keys were enqueued (the ordinary claim is woken too);
+-- "seats <worker id>", a worker's outcomes freed seats (its own listener ignores it).
 SELECT count(pg_notify(c, %(payload)s)) FROM unnest(%(channels)s::text[]) AS c;
-
-
--- name: notify_limits
--- Wake the workers of these channels at commit, for tasks with limit keys (docs/limits.md):
--- the payload tells them to run their limited claim.
-SELECT count(pg_notify(c, 'limits')) FROM unnest(%(channels)s::text[]) AS c;
 
 
 -- name: delete

@@ -152,7 +152,7 @@ class Reporter:
         try:
             async with self._db.connection("Announcing free seats") as conn:
                 await conn.execute(
-                    text("notify_seats"),
+                    text("notify_limited"),
                     {"channels": channels_for(queues), "payload": seats_payload(self._worker_id)},
                 )
         except DatabaseError as exc:

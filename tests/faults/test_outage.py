@@ -63,13 +63,12 @@ def test_after_a_long_outage_the_worker_claims_at_once_and_says_so(
     wait_for(lambda: ledger.counts()["through-the-outage"] == 1, timeout=10)
     _hold(OUTAGE)
     proxy.up()
-    # It runs within a second of the database answering (0.1 s here); the deadline is far
-    # below the 60 s poll and leaves room for a loaded machine's slow commits.
+    # A failure shows the worker's log: what it did once the database was back.
     try:
-        wait_for(lambda: ledger.counts()["during-the-outage"] == 1, timeout=10)
+        wait_for(lambda: ledger.counts()["during-the-outage"] == 1, timeout=4)
     except AssertionError:
         raise AssertionError(
-            "the task enqueued during the outage did not run within 10 s of the database "
+            "the task enqueued during the outage did not run within 4 s of the database "
             f"being back; the worker's log:\n{proc.log()}"
         ) from None
     wait_for(lambda: _count(db) == 0, timeout=5, what="both outcomes to be written")
